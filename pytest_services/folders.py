@@ -1,0 +1,145 @@
+"""Folders for the services of one session: on disk, in memory, for sockets and for locks.
+
+Every folder a session creates is private to the user (mode 0700) and removed at the end of
+the session.  ``lock_dir`` is the exception: it is shared by all sessions of the user on the
+host, so its place depends on nothing that may differ between two sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from logging import Logger
+from pathlib import Path
+from typing import Union
+
+import pytest
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+#: Below this much free space, ``memory_root_dir`` falls back to ``root_dir``.
+MIN_MEMORY_FREE = 512 * 1024 * 1024
+SHM = "/dev/shm"
+
+
+class FolderError(Exception):
+    """A folder the plugin needs cannot be created or is not safe to use."""
+
+
+def private_dir(path: StrPath) -> str:
+    """Create ``path`` (and parents) if missing; insist it is ours and closed to others."""
+    text = os.fspath(path)
+    try:
+        os.makedirs(text, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # not a folder: reported below
+    except OSError as exc:
+        raise FolderError(f"Cannot create the folder {text}: {exc.strerror}.") from exc
+    info = os.lstat(text)
+    if not stat.S_ISDIR(info.st_mode):
+        raise FolderError(f"{text} must be a folder, but it is not; remove it.")
+    if info.st_uid != os.getuid():
+        raise FolderError(
+            f"The folder {text} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); "
+            "remove it or use another location."
+        )
+    if info.st_mode & 0o077:
+        os.chmod(text, 0o700)
+    return text
+
+
+def default_lock_dir() -> str:
+    """The lock folder of the current user; the same for every session of that user."""
+    return os.path.join("/tmp", f"pytest-services-locks-{os.getuid()}")
+
+
+def memory_root(root_dir: StrPath) -> str:
+    """``/dev/shm`` when it exists, is writable and has room; ``root_dir`` otherwise."""
+    try:
+        usage = shutil.disk_usage(SHM)
+    except OSError:
+        return os.fspath(root_dir)
+    if usage.free >= MIN_MEMORY_FREE and os.access(SHM, os.W_OK | os.X_OK):
+        return SHM
+    return os.fspath(root_dir)
+
+
+def _session_dir(parent: StrPath, worker_id: str) -> str:
+    try:
+        os.makedirs(parent, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f"pytest-services-{worker_id}-", dir=parent)
+    except OSError as exc:
+        raise FolderError(f"Cannot create a folder in {os.fspath(parent)}: {exc.strerror}.") from exc
+
+
+def _sub_dir(parent: str, name: str, services_log: Logger) -> str:
+    path = os.path.join(parent, name)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    services_log.debug("created %s", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def root_dir() -> str:
+    """Parent of ``base_dir``: the system's temporary folder; override to move it."""
+    return tempfile.gettempdir()
+
+
+@pytest.fixture(scope="session")
+def base_dir(root_dir: StrPath, worker_id: str, services_log: Logger) -> Iterator[str]:
+    """Private folder of this session (and worker) on disk, removed when the session ends."""
+    path = _session_dir(root_dir, worker_id)
+    services_log.debug("created base dir %s", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+    services_log.debug("removed base dir %s", path)
+
+
+@pytest.fixture(scope="session")
+def temp_dir(base_dir: str, services_log: Logger) -> str:
+    """Scratch folder inside ``base_dir``."""
+    return _sub_dir(base_dir, "tmp", services_log)
+
+
+@pytest.fixture(scope="session")
+def memory_root_dir(root_dir: StrPath) -> str:
+    """Parent of ``memory_base_dir``: ``/dev/shm`` when present and roomy, else ``root_dir``."""
+    return memory_root(root_dir)
+
+
+@pytest.fixture(scope="session")
+def memory_base_dir(memory_root_dir: str, worker_id: str, services_log: Logger) -> Iterator[str]:
+    """Private in-memory folder of this session (and worker), removed when the session ends."""
+    path = _session_dir(memory_root_dir, worker_id)
+    services_log.debug("created memory base dir %s", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+    services_log.debug("removed memory base dir %s", path)
+
+
+@pytest.fixture(scope="session")
+def memory_temp_dir(memory_base_dir: str, services_log: Logger) -> str:
+    """Scratch folder inside ``memory_base_dir``: fast storage for service data."""
+    return _sub_dir(memory_base_dir, "tmp", services_log)
+
+
+@pytest.fixture(scope="session")
+def run_dir(memory_base_dir: str, services_log: Logger) -> str:
+    """Folder for the sockets and pid files of this session's services."""
+    return _sub_dir(memory_base_dir, "run", services_log)
+
+
+@pytest.fixture(scope="session")
+def lock_dir(services_log: Logger) -> str:
+    """Folder of the port and display locks, shared by all sessions of the user on the host."""
+    path = private_dir(default_lock_dir())
+    services_log.debug("lock dir %s", path)
+    return path
+
+
+def log_dir(base_dir: StrPath) -> Path:
+    """Folder where services write their output."""
+    return Path(private_dir(Path(base_dir, "logs")))

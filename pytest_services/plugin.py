@@ -1,0 +1,128 @@
+"""pytest entry point: options, the report header, and the fixtures of every module."""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import pytest
+
+from pytest_services import _reaper
+from pytest_services.folders import (  # noqa: F401
+    base_dir,
+    default_lock_dir,
+    lock_dir,
+    memory_base_dir,
+    memory_root,
+    memory_root_dir,
+    memory_temp_dir,
+    root_dir,
+    run_dir,
+    temp_dir,
+)
+from pytest_services.locks import (  # noqa: F401
+    display_getter,
+    lock_resource_timeout,
+    port_getter,
+)
+from pytest_services.log import services_log  # noqa: F401
+from pytest_services.service import (  # noqa: F401
+    is_xdist_worker,
+    run_services,
+    services_enabled,
+    session_id,
+    slave_id,
+    watcher_getter,
+    worker_id,
+)
+
+_DISPLAY = re.compile(r":?(\d+)")
+
+
+def parse_display(value: str) -> int:
+    """Parse an X display given as ``:N`` or ``N``."""
+    match = _DISPLAY.fullmatch(value.strip())
+    if match is None:
+        raise pytest.UsageError(
+            f"Invalid X display {value!r}: give a display number as ':N' or 'N', e.g. ':99'."
+        )
+    return int(match.group(1))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("services", "real service processes (pytest-services)")
+    group.addoption(
+        "--run-services",
+        action="store_true",
+        default=None,
+        help="start services even outside pytest-xdist workers (ini: run_services).",
+    )
+    parser.addini("run_services", "start services outside pytest-xdist workers", type="bool")
+    group.addoption(
+        "--xvfb-display",
+        type=parse_display,
+        default=None,
+        metavar="DISPLAY",
+        help="use this running X display (':N' or 'N') instead of starting Xvfb "
+        "(ini: xvfb_display).",
+    )
+    parser.addini("xvfb_display", "running X display to use instead of starting Xvfb")
+    parser.addini(
+        "xvfb_listen_tcp",
+        "let Xvfb accept (authenticated) TCP clients on 127.0.0.1:6000+N (default true)",
+        type="bool",
+        default=True,
+    )
+
+
+def run_services_option(config: pytest.Config) -> bool:
+    """``--run-services`` if given, else the ``run_services`` ini value."""
+    option: Optional[bool] = config.getoption("run_services")
+    if option is not None:
+        return option
+    return bool(config.getini("run_services"))
+
+
+def xvfb_display_option(config: pytest.Config) -> Optional[int]:
+    """``--xvfb-display`` if given, else the ``xvfb_display`` ini value, else None."""
+    option: Optional[int] = config.getoption("xvfb_display")
+    if option is not None:
+        return option
+    value = config.getini("xvfb_display")
+    return parse_display(value) if value else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    xvfb_display_option(config)  # a bad ini value is a usage error before any test runs
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.import_plugin("pytest_services._xdist_compat")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if config.get_verbosity() < 1:
+        return []
+    if is_xdist_worker(config):
+        why = "as a pytest-xdist worker"
+    elif config.getoption("run_services"):
+        why = "by --run-services"
+    elif config.getini("run_services"):
+        why = "by the run_services ini option"
+    else:
+        why = ""
+    state = f"services: started {why}" if why else (
+        "services: not started (use --run-services or pytest-xdist)"
+    )
+    display = xvfb_display_option(config)
+    lines = [
+        state,
+        f"services folders: memory {memory_root('/tmp')} (else the temporary folder), "
+        f"locks {default_lock_dir()}",
+    ]
+    if display is not None:
+        lines.append(f"services X display: :{display} (no Xvfb started)")
+    return lines
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _reaper.close()

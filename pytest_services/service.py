@@ -1,0 +1,128 @@
+"""Which session this is, whether services run, and ``watcher_getter`` to start any binary."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from logging import Logger
+from typing import Any, Optional, Protocol
+
+import pytest
+
+from pytest_services import folders
+from pytest_services.process import DEFAULT_GRACE, ServiceProcess, StrPath, start_service
+
+_UNSAFE = re.compile(r"[^\w-]")
+
+
+class ServicesWarning(pytest.PytestWarning):
+    """A warning about how pytest-services is used."""
+
+
+class WatcherGetter(Protocol):
+    """The function returned by the ``watcher_getter`` fixture."""
+
+    def __call__(
+        self,
+        name: StrPath,
+        arguments: Optional[Sequence[StrPath]] = None,
+        kwargs: Optional[Mapping[str, Any]] = None,
+        timeout: float = 20,
+        checker: Optional[Callable[[], object]] = None,
+        request: Optional[pytest.FixtureRequest] = None,
+        *,
+        grace: float = DEFAULT_GRACE,
+    ) -> ServiceProcess: ...
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """Tell whether this pytest process is a pytest-xdist worker."""
+    return hasattr(config, "workerinput")
+
+
+def get_worker_id(config: pytest.Config) -> str:
+    """The xdist worker id (``gw0``...), or ``local``; safe in file names."""
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    return _UNSAFE.sub("_", str(workerinput.get("workerid", "local")))
+
+
+def services_enabled(config: pytest.Config) -> bool:
+    """Tell whether services run: in xdist workers, or with ``--run-services`` or its ini."""
+    from pytest_services.plugin import run_services_option
+
+    return is_xdist_worker(config) or run_services_option(config)
+
+
+@pytest.fixture(scope="session")
+def run_services(request: pytest.FixtureRequest) -> bool:
+    """True when services should start: in xdist workers or with ``--run-services``."""
+    return services_enabled(request.config)
+
+
+@pytest.fixture(scope="session")
+def worker_id(request: pytest.FixtureRequest) -> str:
+    """The pytest-xdist worker id (``gw0``, ``gw1``...), or ``local`` outside workers."""
+    return get_worker_id(request.config)
+
+
+@pytest.fixture(scope="session")
+def slave_id(request: pytest.FixtureRequest) -> str:
+    """Deprecated alias of ``worker_id``."""
+    warnings.warn(
+        "The 'slave_id' fixture is deprecated; use 'worker_id' instead.",
+        pytest.PytestDeprecationWarning,
+        stacklevel=2,
+    )
+    return get_worker_id(request.config)
+
+
+@pytest.fixture(scope="session")
+def session_id(request: pytest.FixtureRequest) -> str:
+    """A globally unique id of this session; it ends with the worker id."""
+    return f"{uuid.uuid4().hex}-{get_worker_id(request.config)}"
+
+
+@pytest.fixture(scope="session")
+def watcher_getter(
+    request: pytest.FixtureRequest, base_dir: str, services_log: Logger
+) -> WatcherGetter:
+    """Function that starts a binary, waits until its checker passes, and stops it later."""
+    session_request = request
+    logs = folders.log_dir(base_dir)
+
+    def getter(
+        name: StrPath,
+        arguments: Optional[Sequence[StrPath]] = None,
+        kwargs: Optional[Mapping[str, Any]] = None,
+        timeout: float = 20,
+        checker: Optional[Callable[[], object]] = None,
+        request: Optional[pytest.FixtureRequest] = None,
+        *,
+        grace: float = DEFAULT_GRACE,
+    ) -> ServiceProcess:
+        if request is None:
+            warnings.warn(
+                f"watcher_getter({os.fspath(name)!r}) was called without request=request; "
+                "the service will stop at the end of the session. Pass the request of the "
+                "fixture that starts it.",
+                ServicesWarning,
+                stacklevel=2,
+            )
+            request = session_request
+        services_log.debug("starting %s %s", name, list(arguments or ()))
+        process = start_service(
+            name, arguments, kwargs, timeout=timeout, checker=checker, log_dir=logs, grace=grace
+        )
+        services_log.debug("%s is ready, pid %d", process.name, process.pid)
+
+        def stop() -> None:
+            process.stop()
+            services_log.debug("stopped %s, pid %d", process.name, process.pid)
+
+        request.addfinalizer(stop)
+        return process
+
+    return getter

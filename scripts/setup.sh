@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install what pytest-services needs on a Debian/Ubuntu machine, then run a pytest command.
+#
+#   scripts/setup.sh demo    set up, then run the demo suite in examples/
+#   scripts/setup.sh test    set up, then run the test suite (once plain, once with -n 2)
+#
+# Debian packages are installed with apt-get (as root, or through sudo) only when missing;
+# Python packages go into a virtual environment (.venv, or $VENV).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+
+packages=(
+    memcached mariadb-server xvfb xauth x11-utils tzdata
+    libmemcached-dev libmariadb-dev pkg-config gcc
+)
+if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    packages+=(python3-venv)
+fi
+if ! "$python" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+    packages+=(python3-dev)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$package")
+    fi
+done
+if ((${#missing[@]})); then
+    sudo=()
+    if [[ $(id -u) != 0 ]]; then
+        sudo=(sudo)
+    fi
+    echo "Installing Debian packages: ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    # The tests start their own servers; the system-wide ones are not needed.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip
+"$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    -e "$root[memcached,mysql,django]" -r "$root/requirements-test.txt"
+
+cd "$root"
+case "${1:-}" in
+    demo)
+        exec "$venv/bin/python" -m pytest examples --run-services -v
+        ;;
+    test)
+        "$venv/bin/python" -m pytest tests -p pytester
+        exec "$venv/bin/python" -m pytest examples -n 2 -v
+        ;;
+    *)
+        echo "usage: $0 demo|test" >&2
+        exit 2
+        ;;
+esac
