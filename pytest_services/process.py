@@ -141,10 +141,12 @@ def find_executable(name: StrPath, cwd: StrPath | None = None) -> str:
     text = os.fspath(name)
     if os.sep in text:
         path = Path(cwd or ".", text) if not os.path.isabs(text) else Path(text)
-        if not path.is_file():
+        if not path.exists():
             raise ServiceError(f"Cannot start {text!r}: {path.absolute()} does not exist.")
-        if not os.access(path, os.X_OK):
-            raise ServiceError(f"Cannot start {text!r}: {path.absolute()} is not executable.")
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise ServiceError(
+                f"Cannot start {text!r}: {path.absolute()} is not an executable file."
+            )
         return text
     found = shutil.which(text)
     if found is None:
@@ -235,7 +237,7 @@ def _wait_until_ready(
             raise _start_error(
                 process,
                 f"Service {process.name!r} was not ready after {timeout:g} s: "
-                f"its checker {_checker_name(checker)} never returned a true value.",
+                f"its checker {_checker_name(checker)}() never returned a true value.",
             )
         time.sleep(min(delay, deadline - now))
         delay = min(delay * 1.5, MAX_DELAY)

@@ -1,0 +1,432 @@
+"""The process engine and ``watcher_getter``: real processes, started and stopped for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_services.process import (
+    CalledProcessWithOutputError,
+    ServiceError,
+    ServiceStartError,
+    check_output,
+    start_service,
+)
+
+# A small service: becomes ready by creating a file, optionally spawns a child, ignores
+# SIGTERM, or dies at start.  It records the pids it owns so tests can check for survivors.
+SERVICE = """
+import argparse, os, signal, subprocess, sys, time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--ready")
+parser.add_argument("--pids")
+parser.add_argument("--child", action="store_true")
+parser.add_argument("--ignore-term", action="store_true")
+parser.add_argument("--exit", type=int)
+parser.add_argument("--delay", type=float, default=0.0)
+parser.add_argument("--drop-to", type=int)
+args = parser.parse_args()
+
+print("service starting", flush=True)
+if args.exit is not None:
+    print(f"fatal: cannot open the frobnicator (code {args.exit})", file=sys.stderr, flush=True)
+    sys.exit(args.exit)
+if args.ignore_term:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pids = [os.getpid()]
+if args.child:
+    child = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+    pids.append(child.pid)
+if args.pids:
+    with open(args.pids + ".tmp", "w") as f:
+        f.write(" ".join(map(str, pids)))
+    os.rename(args.pids + ".tmp", args.pids)
+if args.drop_to is not None:
+    os.setgid(args.drop_to)
+    os.setuid(args.drop_to)
+time.sleep(args.delay)
+if args.ready:
+    open(args.ready, "w").close()
+while True:
+    time.sleep(1)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Tell whether ``pid`` runs (zombies count as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float = 15.0) -> list[int]:
+    """Wait until none of ``pids`` runs; return those still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if alive(pid)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [pid for pid in pids if alive(pid)]
+
+
+def read_pids(path: Path) -> list[int]:
+    return [int(pid) for pid in path.read_text().split()]
+
+
+@pytest.fixture
+def service_script(pytester: pytest.Pytester) -> Path:
+    path = pytester.makepyfile(svc=SERVICE)
+    path.chmod(0o755)
+    path.write_text(f"#!{sys.executable}\n" + path.read_text())
+    return path
+
+
+def test_call_forms_of_real_conftest_files(pytester: pytest.Pytester, service_script: Path) -> None:
+    pytester.makeconftest(
+        """
+        import os, pathlib, subprocess, sys, pytest
+
+        HERE = pathlib.Path(__file__).parent
+
+        def ready_file(name):
+            path = HERE / name
+            return lambda: str(path) if path.exists() else None  # truthy: a path string
+
+        @pytest.fixture(scope="session")
+        def session_service(watcher_getter, request):
+            return watcher_getter(sys.executable, [HERE / "svc.py", "--ready", HERE / "s.ready"],
+                                  checker=ready_file("s.ready"), request=request)
+
+        @pytest.fixture(scope="module")
+        def module_service(watcher_getter, request):
+            return watcher_getter(name="./svc.py",
+                                  arguments=["--ready", str(HERE / "m.ready")],
+                                  kwargs={"env": dict(os.environ, SERVICE_FLAVOUR="module"),
+                                          "cwd": str(HERE)},
+                                  timeout=10, checker=ready_file("m.ready"), request=request)
+
+        @pytest.fixture
+        def function_service(watcher_getter, request, tmp_path):
+            out = open(tmp_path / "out.txt", "wb")
+            request.addfinalizer(out.close)
+            return watcher_getter("python3", ["-c", "import time; print('hi', flush=True); time.sleep(60)"],
+                                  {"stdout": out, "stderr": subprocess.STDOUT},
+                                  5, lambda: (tmp_path / "out.txt").read_text() == "hi\\n",
+                                  request)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import subprocess
+
+        def test_session(session_service):
+            assert isinstance(session_service, subprocess.Popen)
+            assert session_service.poll() is None and session_service.pid > 0
+
+        def test_module(module_service):
+            env = open(f"/proc/{module_service.pid}/environ", "rb").read()
+            assert b"SERVICE_FLAVOUR=module" in env
+
+        def test_function(function_service):
+            assert function_service.poll() is None
+            function_service.terminate()
+            assert function_service.wait(10) != 0
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(passed=3)
+
+
+def test_service_dying_at_start_is_reported_at_once(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import sys
+
+        def test_dies(watcher_getter, request):
+            watcher_getter(sys.executable, [{str(service_script)!r}, "--exit", "3"],
+                           checker=lambda: False, timeout=60, request=request)
+        """
+    )
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ServiceStartError: Service 'python*' exited with code 3 before it was ready*",
+            "*command: *svc.py --exit 3",
+            "*output: */logs/python*.log",
+            "*last lines of its output:",
+            "*service starting",
+            "*fatal: cannot open the frobnicator (code 3)",
+        ]
+    )
+    assert elapsed < 30, f"took {elapsed:.1f} s, as if it waited for the 60 s timeout"
+
+
+def test_checker_that_never_succeeds_times_out_and_leaves_nothing(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
+    pids = pytester.path / "pids"
+    pytester.makepyfile(
+        f"""
+        import sys
+
+        def never():
+            return False
+
+        def test_times_out(watcher_getter, request):
+            watcher_getter(sys.executable, [{str(service_script)!r}, "--child", "--pids",
+                           {str(pids)!r}], checker=never, timeout=1.5, request=request)
+        """
+    )
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Service 'python*' was not ready after 1.5 s: its checker never() never returned a true value*",
+            "*service starting",
+        ]
+    )
+    assert elapsed >= 1.5
+    assert wait_gone(read_pids(pids), seconds=1) == []
+
+
+def test_missing_binary_is_named(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_missing(watcher_getter, request):
+            watcher_getter("no-such-server-binary", ["--port", "1"], checker=lambda: True,
+                           request=request)
+
+        def test_missing_relative(watcher_getter, request):
+            watcher_getter("./bin/nothing-here", checker=lambda: True, request=request)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ServiceError: Cannot start 'no-such-server-binary': no such executable on PATH*",
+            "*ServiceError: Cannot start './bin/nothing-here': */bin/nothing-here does not exist.",
+        ]
+    )
+
+
+def test_scopes_and_user_finalizers_in_order(pytester: pytest.Pytester, service_script: Path) -> None:
+    log = pytester.path / "events.log"
+    pytester.makeconftest(
+        f"""
+        import os, sys, pytest
+
+        SCRIPT = {str(service_script)!r}
+        LOG = {str(log)!r}
+
+        def event(text):
+            with open(LOG, "a") as f:
+                f.write(text + "\\n")
+
+        def start(watcher_getter, request, name):
+            ready = os.path.join(os.path.dirname(LOG), name + ".ready")
+            proc = watcher_getter(sys.executable, [SCRIPT, "--ready", ready],
+                                  checker=lambda: os.path.exists(ready), request=request)
+            event(f"start {{name}} {{proc.pid}}")
+            def user_finalizer():
+                event(f"user-finalizer {{name}} alive={{proc.poll() is None}}")
+            request.addfinalizer(user_finalizer)
+            return proc
+
+        @pytest.fixture(scope="session")
+        def s(watcher_getter, request):
+            return start(watcher_getter, request, "session")
+
+        @pytest.fixture(scope="module")
+        def m(watcher_getter, request):
+            return start(watcher_getter, request, "module")
+
+        @pytest.fixture
+        def f(watcher_getter, request):
+            return start(watcher_getter, request, "function")
+        """
+    )
+    pytester.makepyfile(
+        test_a="""
+        def test_one(s, m, f):
+            assert f.poll() is None
+
+        def test_two(s, m, f):
+            assert f.poll() is None
+        """,
+        test_b="""
+        def test_three(m):
+            assert m.poll() is None
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(passed=3)
+    events = [line.split(" alive=")[0] + (" alive" if "alive=True" in line else "")
+              for line in log.read_text().splitlines()]
+    kinds = [" ".join(e.split()[:2]) if e.startswith("start") else e for e in events]
+    assert kinds == [
+        "start session", "start module", "start function",
+        "user-finalizer function alive",
+        "start function",
+        "user-finalizer function alive",
+        "user-finalizer module alive",
+        "start module",
+        "user-finalizer module alive",
+        "user-finalizer session alive",
+    ]
+    pids = [int(line.split()[2]) for line in log.read_text().splitlines() if line.startswith("start")]
+    assert len(set(pids)) == 5
+    assert wait_gone(pids, seconds=1) == []
+
+
+def test_term_ignoring_service_and_grandchildren_are_killed(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
+    pids = pytester.path / "pids"
+    pytester.makepyfile(
+        f"""
+        import os, sys
+
+        def test_stubborn(watcher_getter, request):
+            proc = watcher_getter(sys.executable, [{str(service_script)!r}, "--ignore-term",
+                                  "--child", "--pids", {str(pids)!r}],
+                                  checker=lambda: os.path.exists({str(pids)!r}),
+                                  request=request, grace=0.5)
+            assert proc.poll() is None
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    owned = read_pids(pids)
+    assert len(owned) == 2
+    assert wait_gone(owned, seconds=1) == []
+
+
+def test_omitting_request_warns_and_stops_at_session_end(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
+    pids = pytester.path / "pids"
+    pytester.makepyfile(
+        f"""
+        import os, sys
+
+        def test_old_style(watcher_getter):
+            watcher_getter(sys.executable, [{str(service_script)!r}, "--pids", {str(pids)!r}],
+                           checker=lambda: os.path.exists({str(pids)!r}))
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*ServicesWarning: watcher_getter(*) was called without request=request*"])
+    assert wait_gone(read_pids(pids), seconds=1) == []
+
+
+KEEP_RUNNING = """
+    import os, sys, time
+
+    def test_hold(watcher_getter, request):
+        for n in range(2):
+            pids = {pids!r} + str(n)
+            watcher_getter(sys.executable, [{script!r}, "--child", "--pids", pids] + {extra!r},
+                           checker=lambda: os.path.exists(pids), request=request)
+        with open({marker!r}, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("drop", [False, True], ids=["same-user", "dropped-privileges"])
+def test_nothing_outlives_a_killed_pytest(
+    pytester: pytest.Pytester, service_script: Path, signum: int, drop: bool
+) -> None:
+    if drop and os.getuid() != 0:
+        pytest.skip("dropping privileges needs root")
+    pids, marker = str(pytester.path / "pids"), str(pytester.path / "running")
+    extra = ["--drop-to", "65534"] if drop else []
+    pytester.makepyfile(
+        textwrap.dedent(KEEP_RUNNING).format(
+            pids=pids, script=str(service_script), extra=extra, marker=marker
+        )
+    )
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker):
+            assert inner.poll() is None, "inner pytest ended early"
+            assert time.monotonic() < deadline, "inner pytest never started its services"
+            time.sleep(0.05)
+        owned = read_pids(Path(pids + "0")) + read_pids(Path(pids + "1"))
+        assert all(alive(pid) for pid in owned)
+        inner.send_signal(signum)
+        inner.wait(30)
+        assert wait_gone(owned, seconds=15) == [], "services survived their pytest"
+    finally:
+        inner.kill()
+        inner.wait()
+
+
+def test_engine_without_pytest(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = start_service(
+        sys.executable,
+        ["-c", f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"],
+        checker=ready.exists,
+        log_dir=tmp_path / "logs",
+    )
+    try:
+        assert proc.poll() is None
+        assert proc.log_path is not None and proc.log_path.parent == tmp_path / "logs"
+    finally:
+        proc.stop(grace=0.2)
+    assert proc.returncode is not None
+    with pytest.raises(ServiceError, match="logs is not an executable file"):
+        start_service(str(tmp_path / "logs"), checker=lambda: True)
+    (tmp_path / "plain.txt").write_text("")
+    with pytest.raises(ServiceError, match="plain.txt is not an executable file"):
+        start_service(tmp_path / "plain.txt", checker=lambda: True)
+
+
+def test_start_error_carries_details(tmp_path: Path) -> None:
+    with pytest.raises(ServiceStartError) as info:
+        start_service("sh", ["-c", "echo broken config >&2; exit 7"], checker=lambda: False,
+                      log_dir=tmp_path)
+    error = info.value
+    assert error.returncode == 7
+    assert error.tail == "broken config"
+    assert error.log_path is not None and error.log_path.parent == tmp_path
+    assert "sh -c 'echo broken config >&2; exit 7'" in str(error)
+
+
+def test_check_output() -> None:
+    out, err = check_output(["sh", "-c", "echo out; echo err >&2"])
+    assert (out, err) == (b"out\n", b"err\n")
+    with pytest.raises(CalledProcessWithOutputError) as info:
+        check_output(["sh", "-c", "echo partial; echo oops >&2; exit 2"])
+    assert isinstance(info.value, subprocess.CalledProcessError)
+    assert (info.value.returncode, info.value.output, info.value.err) == (2, b"partial\n", b"oops\n")
+    assert "oops" in str(info.value)
+    with pytest.raises(ValueError, match="stdout argument not allowed"):
+        check_output(["true"], stdout=subprocess.PIPE)
