@@ -13,6 +13,7 @@ package in that role.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,10 +95,8 @@ def _alive(pgid: int) -> bool:
 
 def _kill_all(groups: set[int], signum: int) -> None:
     for pgid in groups:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pgid, signum)
-        except OSError:
-            pass
 
 
 def _main() -> None:

@@ -72,7 +72,9 @@ def _session_dir(parent: StrPath, worker_id: str) -> str:
         os.makedirs(parent, exist_ok=True)
         return tempfile.mkdtemp(prefix=f"pytest-services-{worker_id}-", dir=parent)
     except OSError as exc:
-        raise FolderError(f"Cannot create a folder in {os.fspath(parent)}: {exc.strerror}.") from exc
+        raise FolderError(
+            f"Cannot create a folder in {os.fspath(parent)}: {exc.strerror}."
+        ) from exc
 
 
 def _sub_dir(parent: str, name: str, services_log: Logger) -> str:

@@ -80,7 +80,9 @@ def _try_lock(path: str) -> IO[str] | None:
     while True:
         handle = _open_lock_file(path)
         try:
-            portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+            portalocker.lock(
+                handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+            )
         except portalocker.AlreadyLocked:
             handle.close()
             return None
@@ -173,7 +175,9 @@ def _is_taken(name: str, resource: Any, lock_dir: StrPath) -> bool:
 
 
 @contextlib.contextmanager
-def locked_resources(name: str, lock_dir: StrPath, lock_resource_timeout: float = 20) -> Iterator[list[Any]]:
+def locked_resources(
+    name: str, lock_dir: StrPath, lock_resource_timeout: float = 20
+) -> Iterator[list[Any]]:
     """Yield the list of ``name`` resources held on the host; apply changes made to it.
 
     Resources appended to the list are reserved for this process, removed ones that this
@@ -237,7 +241,8 @@ def lock_resource(
             break
     raise LockError(
         f"No free {name} found in {lock_dir} after trying {len(taken)} "
-        f"({lock_resource_timeout:g} s timeout); the last was {_resource_path(name, resource, lock_dir)}."
+        f"({lock_resource_timeout:g} s timeout); the last was "
+        f"{_resource_path(name, resource, lock_dir)}."
     )
 
 
@@ -277,7 +282,9 @@ def port_binds(port: int) -> bool:
     return True
 
 
-def get_free_port(lock_dir: StrPath, services_log: Logger, lock_resource_timeout: float = 20) -> int:
+def get_free_port(
+    lock_dir: StrPath, services_log: Logger, lock_resource_timeout: float = 20
+) -> int:
     """Reserve a port that binds on 127.0.0.1, outside the kernel's ephemeral range."""
     ranges = candidate_ports()
     total = sum(len(r) for r in ranges)
@@ -332,7 +339,9 @@ def display_in_use(display: int) -> bool:
     return False
 
 
-def get_free_display(lock_dir: StrPath, services_log: Logger, lock_resource_timeout: float = 20) -> int:
+def get_free_display(
+    lock_dir: StrPath, services_log: Logger, lock_resource_timeout: float = 20
+) -> int:
     """Reserve an X display number that no X server and no other session uses."""
     last = FIRST_DISPLAY + DISPLAY_COUNT - 1
 
@@ -364,7 +373,10 @@ def lock_resource_timeout() -> float:
 
 @pytest.fixture(scope="session")
 def port_getter(
-    request: pytest.FixtureRequest, lock_dir: str, services_log: Logger, lock_resource_timeout: float
+    request: pytest.FixtureRequest,
+    lock_dir: str,
+    services_log: Logger,
+    lock_resource_timeout: float,
 ) -> Iterator[Callable[[], int]]:
     """Function returning a free 127.0.0.1 port reserved for this session."""
     ports: list[int] = []
@@ -381,7 +393,10 @@ def port_getter(
 
 @pytest.fixture(scope="session")
 def display_getter(
-    request: pytest.FixtureRequest, lock_dir: str, services_log: Logger, lock_resource_timeout: float
+    request: pytest.FixtureRequest,
+    lock_dir: str,
+    services_log: Logger,
+    lock_resource_timeout: float,
 ) -> Iterator[Callable[[], int]]:
     """Function returning a free X display number reserved for this session."""
     displays: list[int] = []

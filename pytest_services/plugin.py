@@ -110,8 +110,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         why = "by the run_services ini option"
     else:
         why = ""
-    state = f"services: started {why}" if why else (
-        "services: not started (use --run-services or pytest-xdist)"
+    state = (
+        f"services: started {why}"
+        if why
+        else ("services: not started (use --run-services or pytest-xdist)")
     )
     display = xvfb_display_option(config)
     lines = [

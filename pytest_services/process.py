@@ -8,6 +8,7 @@ these to pytest's finalizers.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
@@ -84,7 +85,9 @@ def check_output(*popenargs: Any, **kwargs: Any) -> tuple[bytes, bytes]:
     for stream in ("stdout", "stderr"):
         if stream in kwargs:
             raise ValueError(f"{stream} argument not allowed, it will be overridden.")
-    process = subprocess.Popen(*popenargs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    process = subprocess.Popen(  # type: ignore[call-overload]
+        *popenargs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+    )
     output, err = process.communicate()
     if process.returncode:
         cmd = kwargs.get("args", popenargs[0] if popenargs else None)
@@ -184,7 +187,9 @@ def start_service(
     try:
         process = ServiceProcess(command, **kwargs)
     except OSError as exc:
-        raise ServiceError(f"Cannot start {label!r}: {exc} (command: {shlex.join(command)})") from exc
+        raise ServiceError(
+            f"Cannot start {label!r}: {exc} (command: {shlex.join(command)})"
+        ) from exc
     finally:
         if log_file is not None:
             log_file.close()
@@ -296,10 +301,8 @@ def _signal_group(pgid: int, signum: int) -> None:
     except PermissionError:
         # A member changed its user and we may not signal it; signal what we can.
         for pid in _group_members(pgid):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signum)
-            except OSError:
-                pass
 
 
 def _wait_for_group(process: ServiceProcess, deadline: float) -> None:

@@ -127,9 +127,22 @@ def test_two_concurrent_sessions_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SESSION_TEST.format(out=str(out)))
     sessions = [
         subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q",
-             "--dist", "each"],
-            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-n",
+                "2",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "--dist",
+                "each",
+            ],
+            cwd=pytester.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -180,21 +193,31 @@ def test_file_lock_as_real_conftest_files_use_it(tmp_path: Path) -> None:
 def test_file_lock_times_out_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "busy.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys
             from pytest_services.locks import file_lock
             with file_lock({str(path)!r}) as fd:
                 print("locked", flush=True)
                 sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         started = time.monotonic()
-        with pytest.raises(LockError, match=r"Timed out after 0.5 s waiting for the lock file .*busy.lock"):
-            with file_lock(path, timeout=0.5):
-                pass
+        with (
+            pytest.raises(
+                LockError, match=r"Timed out after 0.5 s waiting for the lock file .*busy.lock"
+            ),
+            file_lock(path, timeout=0.5),
+        ):
+            pass
         assert time.monotonic() - started >= 0.5
     finally:
         holder.communicate("")
@@ -250,7 +273,9 @@ def test_corrupt_lock_file_is_taken_over(tmp_path: Path) -> None:
 
 def test_unusable_lock_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "port-23457.lock").mkdir()
-    with pytest.raises(LockError, match=r"Cannot open the lock file .*port-23457.lock: Is a directory"):
+    with pytest.raises(
+        LockError, match=r"Cannot open the lock file .*port-23457.lock: Is a directory"
+    ):
         lock_resource("port", lambda taken: 23457, tmp_path, log)
     target = tmp_path / "elsewhere"
     target.write_text("")
@@ -270,7 +295,9 @@ def test_port_range_with_nothing_free(tmp_path: Path, monkeypatch: pytest.Monkey
     range_file.write_text("1024\t65535\n")
     monkeypatch.setattr(locks, "PORT_RANGE_FILE", str(range_file))
     started = time.monotonic()
-    with pytest.raises(LockError, match=r"No port is left to hand out: the ephemeral range 1024-65535"):
+    with pytest.raises(
+        LockError, match=r"No port is left to hand out: the ephemeral range 1024-65535"
+    ):
         get_free_port(tmp_path, log)
     assert time.monotonic() - started < 10
 

@@ -94,7 +94,9 @@ def test_bad_xvfb_display_is_a_usage_error(pytester: pytest.Pytester, source: st
         pytester.makeini("[pytest]\nxvfb_display = screen\n")
         result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*Invalid X display 'screen': give a display number as ':N' or 'N'*"])
+    result.stderr.fnmatch_lines(
+        ["*Invalid X display 'screen': give a display number as ':N' or 'N'*"]
+    )
 
 
 def test_report_header_when_verbose(pytester: pytest.Pytester) -> None:

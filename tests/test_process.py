@@ -121,7 +121,8 @@ def test_call_forms_of_real_conftest_files(pytester: pytest.Pytester, service_sc
         def function_service(watcher_getter, request, tmp_path):
             out = open(tmp_path / "out.txt", "wb")
             request.addfinalizer(out.close)
-            return watcher_getter("python3", ["-c", "import time; print('hi', flush=True); time.sleep(60)"],
+            code = "import time; print('hi', flush=True); time.sleep(60)"
+            return watcher_getter("python3", ["-c", code],
                                   {"stdout": out, "stderr": subprocess.STDOUT},
                                   5, lambda: (tmp_path / "out.txt").read_text() == "hi\\n",
                                   request)
@@ -200,7 +201,8 @@ def test_checker_that_never_succeeds_times_out_and_leaves_nothing(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*Service 'python*' was not ready after 1.5 s: its checker never() never returned a true value*",
+            "*Service 'python*' was not ready after 1.5 s: "
+            "its checker never() never returned a true value*",
             "*service starting",
         ]
     )
@@ -229,7 +231,9 @@ def test_missing_binary_is_named(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_scopes_and_user_finalizers_in_order(pytester: pytest.Pytester, service_script: Path) -> None:
+def test_scopes_and_user_finalizers_in_order(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
     log = pytester.path / "events.log"
     pytester.makeconftest(
         f"""
@@ -280,11 +284,15 @@ def test_scopes_and_user_finalizers_in_order(pytester: pytest.Pytester, service_
     )
     result = pytester.runpytest_subprocess("-p", "no:xdist")
     result.assert_outcomes(passed=3)
-    events = [line.split(" alive=")[0] + (" alive" if "alive=True" in line else "")
-              for line in log.read_text().splitlines()]
+    events = [
+        line.split(" alive=")[0] + (" alive" if "alive=True" in line else "")
+        for line in log.read_text().splitlines()
+    ]
     kinds = [" ".join(e.split()[:2]) if e.startswith("start") else e for e in events]
     assert kinds == [
-        "start session", "start module", "start function",
+        "start session",
+        "start module",
+        "start function",
         "user-finalizer function alive",
         "start function",
         "user-finalizer function alive",
@@ -293,7 +301,9 @@ def test_scopes_and_user_finalizers_in_order(pytester: pytest.Pytester, service_
         "user-finalizer module alive",
         "user-finalizer session alive",
     ]
-    pids = [int(line.split()[2]) for line in log.read_text().splitlines() if line.startswith("start")]
+    pids = [
+        int(line.split()[2]) for line in log.read_text().splitlines() if line.startswith("start")
+    ]
     assert len(set(pids)) == 5
     assert wait_gone(pids, seconds=1) == []
 
@@ -336,7 +346,9 @@ def test_omitting_request_warns_and_stops_at_session_end(
     )
     result = pytester.runpytest_subprocess("-p", "no:xdist")
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines(["*ServicesWarning: watcher_getter(*) was called without request=request*"])
+    result.stdout.fnmatch_lines(
+        ["*ServicesWarning: watcher_getter(*) was called without request=request*"]
+    )
     assert wait_gone(read_pids(pids), seconds=1) == []
 
 
@@ -370,7 +382,9 @@ def test_nothing_outlives_a_killed_pytest(
     )
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
-        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -411,8 +425,9 @@ def test_engine_without_pytest(tmp_path: Path) -> None:
 
 def test_start_error_carries_details(tmp_path: Path) -> None:
     with pytest.raises(ServiceStartError) as info:
-        start_service("sh", ["-c", "echo broken config >&2; exit 7"], checker=lambda: False,
-                      log_dir=tmp_path)
+        start_service(
+            "sh", ["-c", "echo broken config >&2; exit 7"], checker=lambda: False, log_dir=tmp_path
+        )
     error = info.value
     assert error.returncode == 7
     assert error.tail == "broken config"
@@ -426,7 +441,11 @@ def test_check_output() -> None:
     with pytest.raises(CalledProcessWithOutputError) as info:
         check_output(["sh", "-c", "echo partial; echo oops >&2; exit 2"])
     assert isinstance(info.value, subprocess.CalledProcessError)
-    assert (info.value.returncode, info.value.output, info.value.err) == (2, b"partial\n", b"oops\n")
+    assert (info.value.returncode, info.value.output, info.value.err) == (
+        2,
+        b"partial\n",
+        b"oops\n",
+    )
     assert "oops" in str(info.value)
     with pytest.raises(ValueError, match="stdout argument not allowed"):
         check_output(["true"], stdout=subprocess.PIPE)
