@@ -26,6 +26,14 @@ from pytest_services.locks import (  # noqa: F401
     port_getter,
 )
 from pytest_services.log import services_log  # noqa: F401
+from pytest_services.memcached import (  # noqa: F401
+    do_memcached_clean,
+    memcached,
+    memcached_clean,
+    memcached_client,
+    memcached_connection,
+    memcached_socket,
+)
 from pytest_services.service import (  # noqa: F401
     is_xdist_worker,
     run_services,

@@ -125,11 +125,15 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
         """End the service's whole process group: SIGTERM, then SIGKILL after ``grace`` s."""
         grace = self.grace if grace is None else grace
         try:
-            if grace > 0 and _group_alive(self.pgid):
+            if grace > 0:
+                deadline = time.monotonic() + grace
                 _signal_group(self.pgid, signal.SIGTERM)
-                _wait_for_group(self, time.monotonic() + grace)
-            if _group_alive(self.pgid):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.wait(timeout=grace)  # the leader first: no polling in the usual case
+                _wait_for_group(self, deadline)
+            if grace <= 0 or _group_alive(self.pgid):
                 _signal_group(self.pgid, signal.SIGKILL)
+                self.wait()
                 _wait_for_group(self, time.monotonic() + 10.0)
             self.wait()
         finally:
