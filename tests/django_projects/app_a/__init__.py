@@ -1,0 +1,1 @@
+"""App installed in test project A only."""

@@ -1,0 +1,1 @@
+"""App installed in both test projects."""
