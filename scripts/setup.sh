@@ -48,6 +48,27 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
     -e "$root[memcached,mysql,django]" -r "$root/requirements-test.txt"
 
+# The Django helpers are also tested against Django 4.2 LTS and against the newest release,
+# which may need a newer Python than the main environment has.
+django_venv() {  # django_venv NAME PYTHON REQUIREMENT
+    local dir="$root/.venv-$1"
+    [[ -x "$dir/bin/python" ]] || "$2" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root" "$3" pytest
+    "$dir/bin/python" -m pytest tests/test_django_settings.py -p pytester -q
+}
+
+newest_python() {  # the newest Python 3.12+ on the machine, else the main one
+    local candidate
+    for candidate in python3.14 python3.13 python3.12 \
+        $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do
+        if "$candidate" -c 'import ensurepip' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "$python"
+}
+
 cd "$root"
 case "${1:-}" in
     demo)
@@ -55,6 +76,8 @@ case "${1:-}" in
         ;;
     test)
         "$venv/bin/python" -m pytest tests -p pytester
+        django_venv django42 "$python" 'Django>=4.2,<4.3'
+        django_venv django-newest "$(newest_python)" 'Django'
         exec "$venv/bin/python" -m pytest examples -n 2 -v
         ;;
     *)
