@@ -7,6 +7,7 @@ host, so its place depends on nothing that may differ between two sessions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -23,6 +24,9 @@ StrPath = Union[str, "os.PathLike[str]"]
 #: Below this much free space, ``memory_root_dir`` falls back to ``root_dir``.
 MIN_MEMORY_FREE = 512 * 1024 * 1024
 SHM = "/dev/shm"
+#: Folder of service logs inside ``base_dir``, and the mark that keeps it after the session.
+LOGS = "logs"
+KEEP_LOGS = ".keep"
 
 
 class FolderError(Exception):
@@ -96,8 +100,16 @@ def base_dir(root_dir: StrPath, worker_id: str, services_log: Logger) -> Iterato
     path = _session_dir(root_dir, worker_id)
     services_log.debug("created base dir %s", path)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
-    services_log.debug("removed base dir %s", path)
+    logs = os.path.join(path, LOGS)
+    if os.path.exists(os.path.join(logs, KEEP_LOGS)):
+        # A service failed to start and its error named a log here: keep the logs only.
+        for entry in os.listdir(path):
+            if entry != LOGS:
+                _remove(os.path.join(path, entry))
+        services_log.warning("kept the logs of services that failed to start in %s", logs)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        services_log.debug("removed base dir %s", path)
 
 
 @pytest.fixture(scope="session")
@@ -144,4 +156,17 @@ def lock_dir(services_log: Logger) -> str:
 
 def log_dir(base_dir: StrPath) -> Path:
     """Folder where services write their output."""
-    return Path(private_dir(Path(base_dir, "logs")))
+    return Path(private_dir(Path(base_dir, LOGS)))
+
+
+def keep_logs(logs: StrPath) -> None:
+    """Keep the log folder when the session ends (a service failed and its log was named)."""
+    Path(logs, KEEP_LOGS).touch()
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

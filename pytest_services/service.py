@@ -13,7 +13,13 @@ from typing import Any, Optional, Protocol
 import pytest
 
 from pytest_services import folders
-from pytest_services.process import DEFAULT_GRACE, ServiceProcess, StrPath, start_service
+from pytest_services.process import (
+    DEFAULT_GRACE,
+    ServiceProcess,
+    ServiceStartError,
+    StrPath,
+    start_service,
+)
 
 _UNSAFE = re.compile(r"[^\w-]")
 
@@ -113,9 +119,14 @@ def watcher_getter(
             )
             request = session_request
         services_log.debug("starting %s %s", name, list(arguments or ()))
-        process = start_service(
-            name, arguments, kwargs, timeout=timeout, checker=checker, log_dir=logs, grace=grace
-        )
+        try:
+            process = start_service(
+                name, arguments, kwargs, timeout=timeout, checker=checker, log_dir=logs, grace=grace
+            )
+        except ServiceStartError as error:
+            if error.log_path is not None:
+                folders.keep_logs(logs)
+            raise
         services_log.debug("%s is ready, pid %d", process.name, process.pid)
 
         def stop() -> None:

@@ -177,6 +177,11 @@ def test_service_dying_at_start_is_reported_at_once(
         ]
     )
     assert elapsed < 30, f"took {elapsed:.1f} s, as if it waited for the 60 s timeout"
+    # The log named in the message outlives the session; nothing else of base_dir does.
+    log_line = next(line for line in result.outlines if "output: " in line)
+    log_path = Path(log_line.split("output: ", 1)[1].strip())
+    assert "fatal: cannot open the frobnicator" in log_path.read_text()
+    assert sorted(p.name for p in log_path.parent.parent.iterdir()) == ["logs"]
 
 
 def test_checker_that_never_succeeds_times_out_and_leaves_nothing(
