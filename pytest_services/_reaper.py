@@ -27,17 +27,24 @@ REAP_GRACE = 1.0
 _lock = threading.Lock()
 _watchdog: subprocess.Popen[bytes] | None = None
 _owner_pid: int | None = None
+_watched: set[int] = set()
 
 
 def watch(pgid: int) -> None:
     """Have the watchdog stop group ``pgid`` if this process dies."""
-    _send(f"+{pgid}\n")
+    with _lock:
+        _adopt()
+        _watched.add(pgid)
+        _send(f"+{pgid}\n")
 
 
 def forget(pgid: int) -> None:
     """Tell the watchdog that group ``pgid`` was stopped."""
-    if _watchdog is not None:
-        _send(f"-{pgid}\n")
+    with _lock:
+        _adopt()
+        _watched.discard(pgid)
+        if _watchdog is not None:
+            _send(f"-{pgid}\n")
 
 
 def watchdog_pid() -> int | None:
@@ -49,14 +56,14 @@ def close() -> None:
     """Close the pipe: the watchdog stops what is left and exits."""
     global _watchdog
     with _lock:
-        if _watchdog is None or _owner_pid != os.getpid():
+        _adopt()
+        if _watchdog is None:
             return
         watchdog, _watchdog = _watchdog, None
-        try:
+        _watched.clear()
+        with contextlib.suppress(OSError):
             assert watchdog.stdin is not None
             watchdog.stdin.close()
-        except OSError:
-            pass
         try:
             watchdog.wait(timeout=REAP_GRACE + 5)
         except subprocess.TimeoutExpired:
@@ -64,23 +71,36 @@ def close() -> None:
             watchdog.wait()
 
 
-def _send(line: str) -> None:
+def _adopt() -> None:
+    """After a fork the child owns neither its parent's watchdog nor its services."""
     global _watchdog, _owner_pid
-    with _lock:
-        if _watchdog is None or _owner_pid != os.getpid() or _watchdog.poll() is not None:
-            # Not started yet, or inherited through fork: each process gets its own.
-            _watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-            )
-            _owner_pid = os.getpid()
-        assert _watchdog.stdin is not None
-        _watchdog.stdin.write(line.encode())
-        _watchdog.stdin.flush()
+    if _owner_pid != os.getpid():
+        _watchdog, _owner_pid = None, os.getpid()
+        _watched.clear()
+
+
+def _send(line: str) -> None:
+    global _watchdog
+    if _watchdog is not None and _watchdog.poll() is None:
+        try:
+            assert _watchdog.stdin is not None
+            _watchdog.stdin.write(line.encode())
+            _watchdog.stdin.flush()
+            return
+        except BrokenPipeError:
+            pass
+    # Not started yet, or it died: a new one must know every group still running.
+    _watchdog = subprocess.Popen(
+        [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+    assert _watchdog.stdin is not None
+    _watchdog.stdin.write("".join(f"+{pgid}\n" for pgid in sorted(_watched)).encode())
+    _watchdog.stdin.flush()
 
 
 def _alive(pgid: int) -> bool:

@@ -454,3 +454,50 @@ def test_check_output() -> None:
     assert "oops" in str(info.value)
     with pytest.raises(ValueError, match="stdout argument not allowed"):
         check_output(["true"], stdout=subprocess.PIPE)
+
+
+def test_a_killed_watchdog_is_replaced_and_told_every_service(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
+    pids, marker = pytester.path / "pids", pytester.path / "running"
+    pytester.makepyfile(
+        f"""
+        import os, signal, sys, time
+        from pytest_services import _reaper
+
+        def start(watcher_getter, request, n):
+            path = {str(pids)!r} + str(n)
+            watcher_getter(sys.executable, [{str(service_script)!r}, "--pids", path],
+                           checker=lambda: os.path.exists(path), request=request)
+
+        def test_hold(watcher_getter, request):
+            start(watcher_getter, request, 0)
+            first = _reaper.watchdog_pid()
+            os.kill(first, signal.SIGKILL)
+            while _reaper._watchdog.poll() is None:  # until it is really gone
+                time.sleep(0.01)
+            start(watcher_getter, request, 1)
+            assert _reaper.watchdog_pid() not in (None, first)
+            open({str(marker)!r}, "w").close()
+            time.sleep(300)
+        """
+    )
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert inner.poll() is None, "inner pytest ended early"
+            assert time.monotonic() < deadline, "inner pytest never started its services"
+            time.sleep(0.05)
+        owned = read_pids(Path(f"{pids}0")) + read_pids(Path(f"{pids}1"))
+        inner.kill()
+        inner.wait(30)
+        assert wait_gone(owned, seconds=15) == [], "services survived their pytest"
+    finally:
+        inner.kill()
+        inner.wait()
