@@ -47,6 +47,14 @@ def forget(pgid: int) -> None:
             _send(f"-{pgid}\n")
 
 
+def start() -> None:
+    """Start the watchdog now, so that the first service does not wait for it."""
+    with _lock:
+        _adopt()
+        if _watchdog is None or _watchdog.poll() is not None:
+            _send("")
+
+
 def watchdog_pid() -> int | None:
     """Return the pid of this process's watchdog, if one was started."""
     return _watchdog.pid if _watchdog is not None and _owner_pid == os.getpid() else None

@@ -10,6 +10,7 @@ signatures and meaning on top of this.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -44,6 +45,17 @@ _held_guard = threading.Lock()
 
 class LockError(Exception):
     """A lock could not be taken, or no free resource was found."""
+
+
+_known_dirs: set[str] = set()
+
+
+def _ensure_lock_dir(lock_dir: StrPath) -> None:
+    """Create and check ``lock_dir`` once per process (again if it disappears)."""
+    path = os.fspath(lock_dir)
+    if path not in _known_dirs or not os.path.isdir(path):
+        private_dir(path)
+        _known_dirs.add(path)
 
 
 # -- single lock files -------------------------------------------------------------------------
@@ -153,7 +165,8 @@ def _take(name: str, resource: Any, lock_dir: StrPath) -> bool:
         handle = _try_lock(path)
         if handle is None:
             return False
-        handle.truncate()
+        if os.fstat(handle.fileno()).st_size:
+            handle.truncate()  # costly on some file systems even when empty: only if needed
         handle.write(f"held by pid {os.getpid()}\n")
         handle.flush()
         _held[key] = handle
@@ -183,7 +196,7 @@ def locked_resources(
     Resources appended to the list are reserved for this process, removed ones that this
     process holds are released.  The list is read and applied under one lock.
     """
-    private_dir(lock_dir)
+    _ensure_lock_dir(lock_dir)
     with file_lock(os.path.join(os.fspath(lock_dir), f"{name}.lock"), False, lock_resource_timeout):
         prefix, suffix = f"{name}-", ".lock"
         found = []
@@ -227,7 +240,7 @@ def lock_resource(
     ``resource_getter`` receives the resources found taken so far and proposes another;
     the search ends with :class:`LockError` after ``lock_resource_timeout`` seconds.
     """
-    private_dir(lock_dir)
+    _ensure_lock_dir(lock_dir)
     deadline = time.monotonic() + lock_resource_timeout
     taken: list[Any] = [key[2] for key in list(_held) if key[:2] == (os.fspath(lock_dir), name)]
     for _ in range(MAX_CANDIDATES):
@@ -257,8 +270,13 @@ def unlock_resource(name: str, resource: Any, lock_dir: StrPath, services_log: L
 
 def ephemeral_port_range() -> tuple[int, int]:
     """The kernel's ephemeral port range (the Linux default when it cannot be read)."""
+    return _read_port_range(PORT_RANGE_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_port_range(path: str) -> tuple[int, int]:
     try:
-        with open(PORT_RANGE_FILE) as range_file:
+        with open(path) as range_file:
             low, high = (int(part) for part in range_file.read().split())
     except (OSError, ValueError):
         return 32768, 60999

@@ -12,7 +12,7 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services import folders
+from pytest_services import _reaper, folders
 from pytest_services.process import (
     DEFAULT_GRACE,
     ServiceProcess,
@@ -98,6 +98,7 @@ def watcher_getter(
     """Function that starts a binary, waits until its checker passes, and stops it later."""
     session_request = request
     logs = folders.log_dir(base_dir)
+    _reaper.start()
 
     def getter(
         name: StrPath,
