@@ -39,7 +39,10 @@ X_SOCKET = "/tmp/.X11-unix/X{0}"
 #: How many candidates ``lock_resource`` tries before giving up.
 MAX_CANDIDATES = 5000
 
-_held: dict[tuple[str, str, Any], IO[str]] = {}
+#: Lock file descriptors of the resources this process holds, by (lock_dir, name, resource),
+#: and the same resources by (lock_dir, name).
+_held: dict[tuple[str, str, Any], int] = {}
+_held_by_kind: dict[tuple[str, str], set[Any]] = {}
 _held_guard = threading.Lock()
 
 
@@ -61,56 +64,59 @@ def _ensure_lock_dir(lock_dir: StrPath) -> None:
 # -- single lock files -------------------------------------------------------------------------
 
 
-def _open_lock_file(path: str) -> IO[str]:
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+
+
+def _open_lock_file(path: str) -> int:
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
     except OSError as exc:
         raise LockError(
             f"Cannot open the lock file {path}: {exc.strerror}. "
             "Check that it is a regular file you may write, or remove it."
         ) from exc
-    handle = os.fdopen(fd, "r+")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        handle.close()
+        os.close(fd)
         raise LockError(f"The lock file {path} is not a regular file; remove it.")
-    return handle
+    return fd
 
 
-def _still_linked(handle: IO[str], path: str) -> bool:
-    """Tell whether ``path`` is still the file ``handle`` has open (not removed or replaced)."""
+def _still_linked(fd: int, path: str) -> bool:
+    """Tell whether ``path`` is still the file ``fd`` has open (not removed or replaced)."""
     try:
         on_disk = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    mine = os.fstat(handle.fileno())
+    mine = os.fstat(fd)
     return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def _try_lock(path: str) -> IO[str] | None:
-    """Take the exclusive lock on ``path`` if nobody holds it; never waits."""
+def _try_lock(path: str) -> int | None:
+    """Take the exclusive lock on ``path`` if nobody holds it; never waits.
+
+    Returns the open file descriptor that holds the lock, or None when it is taken.
+    """
     while True:
-        handle = _open_lock_file(path)
+        fd = _open_lock_file(path)
         try:
-            portalocker.lock(
-                handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
-            )
+            portalocker.lock(fd, _LOCK_FLAGS)
         except portalocker.AlreadyLocked:
-            handle.close()
+            os.close(fd)
             return None
         except portalocker.LockException as exc:
-            handle.close()
+            os.close(fd)
             raise LockError(f"Cannot lock {path}: {exc}") from exc
-        if _still_linked(handle, path):
-            return handle
-        handle.close()  # its holder removed it as we opened it: lock the new file
+        if _still_linked(fd, path):
+            return fd
+        os.close(fd)  # its holder removed it as we opened it: lock the new file
 
 
-def _release(handle: IO[str], path: str, remove: bool) -> None:
+def _release(fd: int, path: str, remove: bool) -> None:
     if remove:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # while still locked, so nobody can lock the removed file
-    handle.close()
+    os.close(fd)
 
 
 @contextlib.contextmanager
@@ -124,8 +130,8 @@ def file_lock(filename: StrPath, remove: bool = True, timeout: float = 20) -> It
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
-        handle = _try_lock(path)
-        if handle is not None:
+        fd = _try_lock(path)
+        if fd is not None:
             break
         if time.monotonic() >= deadline:
             raise LockError(
@@ -134,10 +140,13 @@ def file_lock(filename: StrPath, remove: bool = True, timeout: float = 20) -> It
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+    handle = os.fdopen(fd, "r+", closefd=False)
     try:
         yield handle
     finally:
-        _release(handle, path, remove)
+        with contextlib.suppress(OSError, ValueError):
+            handle.close()  # flushes what the caller wrote
+        _release(fd, path, remove)
 
 
 def _holder_hint(path: str) -> str:
@@ -158,18 +167,18 @@ def _resource_path(name: str, resource: object, lock_dir: StrPath) -> str:
 
 def _take(name: str, resource: Any, lock_dir: StrPath) -> bool:
     path = _resource_path(name, resource, lock_dir)
-    key = (os.fspath(lock_dir), name, resource)
+    kind = (os.fspath(lock_dir), name)
     with _held_guard:
-        if key in _held:
+        if (*kind, resource) in _held:
             return False
-        handle = _try_lock(path)
-        if handle is None:
+        fd = _try_lock(path)
+        if fd is None:
             return False
-        if os.fstat(handle.fileno()).st_size:
-            handle.truncate()  # costly on some file systems even when empty: only if needed
-        handle.write(f"held by pid {os.getpid()}\n")
-        handle.flush()
-        _held[key] = handle
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)  # costly on some file systems even when empty: only if needed
+        os.write(fd, f"held by pid {os.getpid()}\n".encode())
+        _held[(*kind, resource)] = fd
+        _held_by_kind.setdefault(kind, set()).add(resource)
         return True
 
 
@@ -180,10 +189,10 @@ def _is_taken(name: str, resource: Any, lock_dir: StrPath) -> bool:
     path = _resource_path(name, resource, lock_dir)
     if not os.path.exists(path):
         return False
-    handle = _try_lock(path)
-    if handle is None:
+    fd = _try_lock(path)
+    if fd is None:
         return True
-    handle.close()
+    os.close(fd)
     return False
 
 
@@ -220,11 +229,13 @@ def _parse(text: str) -> Any:
 
 
 def _drop(name: str, resource: Any, lock_dir: StrPath) -> bool:
+    kind = (os.fspath(lock_dir), name)
     with _held_guard:
-        handle = _held.pop((os.fspath(lock_dir), name, resource), None)
-    if handle is None:
+        fd = _held.pop((*kind, resource), None)
+        _held_by_kind.get(kind, set()).discard(resource)
+    if fd is None:
         return False
-    _release(handle, _resource_path(name, resource, lock_dir), remove=True)
+    _release(fd, _resource_path(name, resource, lock_dir), remove=True)
     return True
 
 
@@ -242,7 +253,7 @@ def lock_resource(
     """
     _ensure_lock_dir(lock_dir)
     deadline = time.monotonic() + lock_resource_timeout
-    taken: list[Any] = [key[2] for key in list(_held) if key[:2] == (os.fspath(lock_dir), name)]
+    taken: list[Any] = list(_held_by_kind.get((os.fspath(lock_dir), name), ()))
     for _ in range(MAX_CANDIDATES):
         resource = resource_getter(taken)
         if resource not in taken:
