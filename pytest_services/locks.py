@@ -356,9 +356,18 @@ def unlock_port(port: int, lock_dir: StrPath, services_log: Logger) -> None:
 
 
 def display_in_use(display: int) -> bool:
-    """Tell whether an X server holds (or left) the lock or socket of ``display``."""
-    if os.path.lexists(X_LOCK.format(display)) or os.path.lexists(X_SOCKET.format(display)):
+    """Tell whether an X server holds ``display``: its lock, its sockets or its TCP port.
+
+    A lock file left by an X server that died (its pid is gone) does not count: X servers
+    replace such stale locks themselves.
+    """
+    if _x_lock_alive(display) or os.path.lexists(X_SOCKET.format(display)):
         return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind("\0" + X_SOCKET.format(display))  # the abstract socket X servers add
+        except OSError:
+            return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -366,6 +375,26 @@ def display_in_use(display: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _x_lock_alive(display: int) -> bool:
+    """Tell whether ``/tmp/.X{display}-lock`` exists and names a process that still runs."""
+    try:
+        with open(X_LOCK.format(display), "rb") as lock:
+            pid = int(lock.read(64).strip() or b"0")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True  # unreadable or odd: leave that display alone
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def get_free_display(

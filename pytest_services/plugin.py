@@ -43,6 +43,7 @@ from pytest_services.service import (  # noqa: F401
     watcher_getter,
     worker_id,
 )
+from pytest_services.xvfb import xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
 _DISPLAY = re.compile(r":?(\d+)")
 

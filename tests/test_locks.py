@@ -253,13 +253,40 @@ def test_display_with_an_x_lock_is_skipped(tmp_path: Path) -> None:
     first = get_free_display(tmp_path, log)
     unlock_display(first, tmp_path, log)
     fake = Path(locks.X_LOCK.format(first))
-    fake.write_text("      1\n")
+    fake.write_text(f"{os.getpid():>10}\n")  # held by a live process
     try:
         second = get_free_display(tmp_path, log)
         assert second != first
         unlock_display(second, tmp_path, log)
     finally:
         fake.unlink()
+
+
+def test_stale_x_lock_of_a_dead_server_is_ignored(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    first = get_free_display(tmp_path, log)
+    unlock_display(first, tmp_path, log)
+    stale = Path(locks.X_LOCK.format(first))
+    stale.write_text(f"{dead.pid:>10}\n")
+    try:
+        assert get_free_display(tmp_path, log) == first
+        unlock_display(first, tmp_path, log)
+    finally:
+        stale.unlink()
+
+
+def test_display_with_only_an_abstract_socket_is_skipped(tmp_path: Path) -> None:
+    import socket
+
+    first = get_free_display(tmp_path, log)
+    unlock_display(first, tmp_path, log)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind("\0" + locks.X_SOCKET.format(first))
+        server.listen()
+        second = get_free_display(tmp_path, log)
+        assert second != first
+        unlock_display(second, tmp_path, log)
 
 
 def test_corrupt_lock_file_is_taken_over(tmp_path: Path) -> None:
