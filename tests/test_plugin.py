@@ -133,6 +133,15 @@ CORE_FIXTURES = [
     "display_getter",
     "lock_resource_timeout",
     "services_log",
+    "memcached",
+    "memcached_socket",
+    "memcached_connection",
+    "do_memcached_clean",
+    "memcached_client",
+    "memcached_clean",
+    "xvfb",
+    "xvfb_display",
+    "xvfb_resolution",
 ]
 
 
