@@ -34,6 +34,20 @@ from pytest_services.memcached import (  # noqa: F401
     memcached_connection,
     memcached_socket,
 )
+from pytest_services.mysql import (  # noqa: F401
+    mysql,
+    mysql_base_dir,
+    mysql_connection,
+    mysql_data_dir,
+    mysql_database,
+    mysql_database_getter,
+    mysql_database_name,
+    mysql_defaults_file,
+    mysql_pid,
+    mysql_socket,
+    mysql_system_database,
+    mysql_watcher,
+)
 from pytest_services.service import (  # noqa: F401
     is_xdist_worker,
     run_services,
