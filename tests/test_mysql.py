@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_services import mysql as mysql_module
+from pytest_services import _mysql_server as mysql_module
 from pytest_services.folders import memory_root, private_dir
 
 pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
