@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -371,6 +373,29 @@ KEEP_RUNNING = """
 """
 
 
+@contextlib.contextmanager
+def inner_pytest_holding(
+    pytester: pytest.Pytester, marker: Path | str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run pytest in ``pytester.path`` until its test creates ``marker``; kill it at the end."""
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker):
+            assert inner.poll() is None, "inner pytest ended early"
+            assert time.monotonic() < deadline, "inner pytest never started its services"
+            time.sleep(0.05)
+        yield inner
+    finally:
+        inner.kill()
+        inner.wait()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("drop", [False, True], ids=["same-user", "dropped-privileges"])
 def test_nothing_outlives_a_killed_pytest(
@@ -385,26 +410,12 @@ def test_nothing_outlives_a_killed_pytest(
             pids=pids, script=str(service_script), extra=extra, marker=marker
         )
     )
-    inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
-        cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(marker):
-            assert inner.poll() is None, "inner pytest ended early"
-            assert time.monotonic() < deadline, "inner pytest never started its services"
-            time.sleep(0.05)
+    with inner_pytest_holding(pytester, marker) as inner:
         owned = read_pids(Path(pids + "0")) + read_pids(Path(pids + "1"))
         assert all(alive(pid) for pid in owned)
         inner.send_signal(signum)
         inner.wait(30)
         assert wait_gone(owned, seconds=15) == [], "services survived their pytest"
-    finally:
-        inner.kill()
-        inner.wait()
 
 
 def test_engine_without_pytest(tmp_path: Path) -> None:
@@ -482,22 +493,8 @@ def test_a_killed_watchdog_is_replaced_and_told_every_service(
             time.sleep(300)
         """
     )
-    inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
-        cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert inner.poll() is None, "inner pytest ended early"
-            assert time.monotonic() < deadline, "inner pytest never started its services"
-            time.sleep(0.05)
+    with inner_pytest_holding(pytester, marker) as inner:
         owned = read_pids(Path(f"{pids}0")) + read_pids(Path(f"{pids}1"))
         inner.kill()
         inner.wait(30)
         assert wait_gone(owned, seconds=15) == [], "services survived their pytest"
-    finally:
-        inner.kill()
-        inner.wait()
