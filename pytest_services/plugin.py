@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from typing import Optional
 
 import pytest
@@ -141,8 +142,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     display = xvfb_display_option(config)
     lines = [
         state,
-        f"services folders: memory {memory_root('/tmp')} (else the temporary folder), "
-        f"locks {default_lock_dir()}",
+        f"services folders: disk {tempfile.gettempdir()}, "
+        f"memory {memory_root(tempfile.gettempdir())}, locks {default_lock_dir()} "
+        "(unless root_dir is overridden)",
     ]
     if display is not None:
         lines.append(f"services X display: :{display} (no Xvfb started)")

@@ -107,7 +107,7 @@ def test_report_header_when_verbose(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "services: started by --run-services",
-            "services folders: memory *, locks *pytest-services-locks-*",
+            "services folders: disk *, memory *, locks *pytest-services-locks-*",
             "services X display: :7 (no Xvfb started)",
         ]
     )
