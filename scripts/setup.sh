@@ -75,6 +75,8 @@ case "${1:-}" in
         exec "$venv/bin/python" -m pytest examples --run-services -v
         ;;
     test)
+        "$venv/bin/ruff" check pytest_services tests benchmarks examples
+        "$venv/bin/mypy"
         "$venv/bin/python" -m pytest tests -p pytester
         django_venv django42 "$python" 'Django>=4.2,<4.3'
         django_venv django-newest "$(newest_python)" 'Django'
