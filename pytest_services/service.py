@@ -98,7 +98,8 @@ def watcher_getter(
     """Function that starts a binary, waits until its checker passes, and stops it later."""
     session_request = request
     logs = folders.log_dir(base_dir)
-    _reaper.start()
+    if request.getfixturevalue("run_services"):
+        _reaper.start()  # now, so that the first service does not wait for it
 
     def getter(
         name: StrPath,
