@@ -7,6 +7,10 @@ the watchdog sends SIGTERM to every group still watched, waits briefly, SIGKILLs
 exits.  Unlike ``PR_SET_PDEATHSIG`` this reaches grandchildren and survives services that
 change their user.
 
+A pytest-xdist worker can outlive its controller for as long as its current test runs, so
+a worker also names a *lifeline* (``!PID``, the controller): the watchdog acts when that
+process ends too.
+
 This file runs as a script (``python -I -S _reaper.py``), so it imports nothing from the
 package in that role.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -28,6 +33,9 @@ _lock = threading.Lock()
 _watchdog: subprocess.Popen[bytes] | None = None
 _owner_pid: int | None = None
 _watched: set[int] = set()
+_lifeline: int | None = None
+#: How often the watchdog checks its lifeline where the kernel has no pidfd_open.
+LIFELINE_POLL = 0.25
 
 
 def watch(pgid: int) -> None:
@@ -53,6 +61,16 @@ def start() -> None:
         _adopt()
         if _watchdog is None or _watchdog.poll() is not None:
             _send("")
+
+
+def set_lifeline(pid: int) -> None:
+    """Have the watchdog stop the services also when process ``pid`` ends."""
+    global _lifeline
+    with _lock:
+        _adopt()
+        _lifeline = pid
+        if _watchdog is not None:
+            _send(f"!{pid}\n")
 
 
 def watchdog_pid() -> int | None:
@@ -107,7 +125,10 @@ def _send(line: str) -> None:
         close_fds=True,
     )
     assert _watchdog.stdin is not None
-    _watchdog.stdin.write("".join(f"+{pgid}\n" for pgid in sorted(_watched)).encode())
+    state = [f"+{pgid}\n" for pgid in sorted(_watched)]
+    if _lifeline is not None:
+        state.append(f"!{_lifeline}\n")
+    _watchdog.stdin.write("".join(state).encode())
     _watchdog.stdin.flush()
 
 
@@ -127,16 +148,61 @@ def _kill_all(groups: set[int], signum: int) -> None:
             os.killpg(pgid, signum)
 
 
+def _open_lifeline(pid: int) -> int | None:
+    """A pidfd that becomes readable when ``pid`` exits, or None (then it is polled)."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        return None
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _watch_until_orphaned(groups: set[int]) -> None:
+    """Read commands from stdin until it closes or the lifeline process ends."""
+    selector = selectors.DefaultSelector()
+    selector.register(0, selectors.EVENT_READ, "pipe")
+    lifeline: int | None = None
+    buffer = b""
+    while True:
+        timeout = LIFELINE_POLL if lifeline is not None and lifeline < 0 else None
+        for key, _ in selector.select(timeout):
+            if key.data == "lifeline":
+                return
+            data = os.read(0, 65536)
+            if not data:
+                return
+            *lines, buffer = (buffer + data).split(b"\n")
+            for line in lines:
+                kind, number = line[:1], line[1:].strip()
+                if kind == b"+":
+                    groups.add(int(number))
+                elif kind == b"-":
+                    groups.discard(int(number))
+                elif kind == b"!" and lifeline is None:
+                    pidfd = _open_lifeline(int(number))
+                    if pidfd is None:
+                        lifeline = -int(number)  # negative: poll it
+                    else:
+                        lifeline = pidfd
+                        selector.register(pidfd, selectors.EVENT_READ, "lifeline")
+        if lifeline is not None and lifeline < 0 and _process_gone(-lifeline):
+            return
+
+
 def _main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     groups: set[int] = set()
-    for raw in sys.stdin.buffer:
-        line = raw.strip()
-        if line[:1] == b"+":
-            groups.add(int(line[1:]))
-        elif line[:1] == b"-":
-            groups.discard(int(line[1:]))
+    _watch_until_orphaned(groups)
     _kill_all(groups, signal.SIGTERM)
     deadline = time.monotonic() + REAP_GRACE
     while time.monotonic() < deadline and any(_alive(pgid) for pgid in groups):

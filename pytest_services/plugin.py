@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from typing import Optional
@@ -119,6 +120,10 @@ def xvfb_display_option(config: pytest.Config) -> Optional[int]:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     xvfb_display_option(config)  # a bad ini value is a usage error before any test runs
+    if is_xdist_worker(config) and os.getppid() != 1:
+        # The controller started this worker: if it dies, the worker may live on for the
+        # length of a test, so the watchdog watches the controller too.
+        _reaper.set_lifeline(os.getppid())
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.import_plugin("pytest_services._xdist_compat")
 

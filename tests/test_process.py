@@ -375,18 +375,18 @@ KEEP_RUNNING = """
 
 @contextlib.contextmanager
 def inner_pytest_holding(
-    pytester: pytest.Pytester, marker: Path | str
+    pytester: pytest.Pytester, *markers: Path | str, args: tuple[str, ...] = ("-p", "no:xdist")
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run pytest in ``pytester.path`` until its test creates ``marker``; kill it at the end."""
+    """Run pytest in ``pytester.path`` until its tests create ``markers``; kill it at the end."""
     inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q"],
+        [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-q"],
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
-        while not os.path.exists(marker):
+        while not all(os.path.exists(marker) for marker in markers):
             assert inner.poll() is None, "inner pytest ended early"
             assert time.monotonic() < deadline, "inner pytest never started its services"
             time.sleep(0.05)
@@ -498,3 +498,37 @@ def test_a_killed_watchdog_is_replaced_and_told_every_service(
         inner.kill()
         inner.wait(30)
         assert wait_gone(owned, seconds=15) == [], "services survived their pytest"
+
+
+def test_services_of_xdist_workers_die_with_their_controller(
+    pytester: pytest.Pytester, service_script: Path
+) -> None:
+    folder = pytester.path
+    pytester.makepyfile(
+        f"""
+        import os, signal, sys, time, pytest
+
+        @pytest.mark.parametrize("n", range(2))
+        def test_hold(watcher_getter, request, worker_id, n):
+            pids = os.path.join({str(folder)!r}, "pids-" + worker_id)
+            watcher_getter(sys.executable, [{str(service_script)!r}, "--child", "--pids", pids],
+                           checker=lambda: os.path.exists(pids), request=request)
+            # A worker stuck in a long test: xdist cannot interrupt it when the controller dies.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            with open(os.path.join({str(folder)!r}, "worker-" + worker_id), "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(300)
+        """
+    )
+    markers = [folder / "worker-gw0", folder / "worker-gw1"]
+    with inner_pytest_holding(pytester, *markers, args=("-n", "2")) as controller:
+        owned = read_pids(folder / "pids-gw0") + read_pids(folder / "pids-gw1")
+        workers = [int(marker.read_text()) for marker in markers]
+        try:
+            controller.kill()
+            controller.wait(30)
+            assert wait_gone(owned, seconds=15) == [], "services survived their controller"
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
