@@ -11,6 +11,7 @@ Only the standard library is used here, so the scripts run wherever pytest does.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -190,3 +191,19 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print("  ".join("-" * width for width in widths))
     for row in rows:
         print(line(row))
+
+
+def add_old_version_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--old-venv`` and ``--skip-old``: where the old release lives, or not to run it."""
+    parser.add_argument(
+        "--old-venv",
+        default=DEFAULT_OLD_VENV,
+        metavar="PATH",
+        help=f"virtual environment with pytest-services {OLD_VERSION}, created "
+        "there if missing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--skip-old",
+        action="store_true",
+        help=f"do not measure pytest-services {OLD_VERSION} (no venv, no download)",
+    )

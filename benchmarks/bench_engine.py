@@ -247,18 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=10, help="starts per method; medians are printed (10)"
     )
-    parser.add_argument(
-        "--old-venv",
-        default=_common.DEFAULT_OLD_VENV,
-        metavar="PATH",
-        help=f"virtual environment with pytest-services {_common.OLD_VERSION}, created "
-        "there if missing (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--skip-old",
-        action="store_true",
-        help=f"do not measure pytest-services {_common.OLD_VERSION} (no venv, no download)",
-    )
+    _common.add_old_version_options(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

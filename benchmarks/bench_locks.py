@@ -337,18 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder in which the fresh lock folders are made; repeat to compare file "
         "systems (default: the temporary folder, and /dev/shm when present)",
     )
-    parser.add_argument(
-        "--old-venv",
-        default=_common.DEFAULT_OLD_VENV,
-        metavar="PATH",
-        help=f"virtual environment with pytest-services {_common.OLD_VERSION}, created "
-        "there if missing (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--skip-old",
-        action="store_true",
-        help=f"do not measure pytest-services {_common.OLD_VERSION} (no venv, no download)",
-    )
+    _common.add_old_version_options(parser)
     args = parser.parse_args(argv)
     for name in ("calls", "rounds"):
         if getattr(args, name) < 1:
