@@ -508,8 +508,7 @@ def test_services_of_xdist_workers_die_with_their_controller(
         f"""
         import os, signal, sys, time, pytest
 
-        @pytest.mark.parametrize("n", range(2))
-        def test_hold(watcher_getter, request, worker_id, n):
+        def test_hold(watcher_getter, request, worker_id):
             pids = os.path.join({str(folder)!r}, "pids-" + worker_id)
             watcher_getter(sys.executable, [{str(service_script)!r}, "--child", "--pids", pids],
                            checker=lambda: os.path.exists(pids), request=request)
@@ -521,7 +520,7 @@ def test_services_of_xdist_workers_die_with_their_controller(
         """
     )
     markers = [folder / "worker-gw0", folder / "worker-gw1"]
-    with inner_pytest_holding(pytester, *markers, args=("-n", "2")) as controller:
+    with inner_pytest_holding(pytester, *markers, args=("-n", "2", "--dist", "each")) as controller:
         owned = read_pids(folder / "pids-gw0") + read_pids(folder / "pids-gw1")
         workers = [int(marker.read_text()) for marker in markers]
         try:

@@ -25,15 +25,16 @@ def test_ids_in_xdist_workers_are_distinct(pytester: pytest.Pytester) -> None:
         """
         import pathlib, pytest
 
-        @pytest.mark.parametrize("n", range(4))
-        def test_ids(n, worker_id, session_id, tmp_path_factory):
+        def test_ids(worker_id, session_id, tmp_path_factory):
             out = tmp_path_factory.getbasetemp().parent.parent / f"ids-{worker_id}"
             out.write_text(f"{worker_id} {session_id}")
             assert session_id.endswith("-" + worker_id)
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "--basetemp", str(pytester.path / "bt"))
-    result.assert_outcomes(passed=4)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--dist", "each", "--basetemp", str(pytester.path / "bt")
+    )
+    result.assert_outcomes(passed=2)
     files = sorted(pytester.path.glob("ids-gw*"))
     values = [f.read_text().split() for f in files]
     assert [v[0] for v in values] == ["gw0", "gw1"]
