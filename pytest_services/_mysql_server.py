@@ -24,7 +24,12 @@ from typing import Any, Optional
 
 from pytest_services.folders import private_dir
 from pytest_services.locks import file_lock
-from pytest_services.process import CalledProcessWithOutputError, ServiceError, check_output
+from pytest_services.process import (
+    CalledProcessWithOutputError,
+    ServiceError,
+    check_output,
+    find_program,
+)
 
 
 class MySQLError(ServiceError):
@@ -40,6 +45,7 @@ SERVER_NAMES = ("mariadbd", "mysqld")
 #: ``PATH`` of ordinary users.
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 ZONEINFO_DIR = "/usr/share/zoneinfo"
+PACKAGE = "mariadb-server"
 INSTALL_HINT = (
     "install the Debian package mariadb-server (or MySQL's mysql-server), "
     f"or set {SERVER_ENV} to the server binary"
@@ -55,8 +61,6 @@ BUILD_LOCK_TIMEOUT = 600.0
 #: Seconds the server has to accept connections once started.
 START_TIMEOUT = 60.0
 #: Unix socket paths longer than this do not fit in ``sockaddr_un``.
-MAX_SOCKET_PATH = 107
-
 #: Settings fixed when a MariaDB data directory is created, and needed again by every server
 #: started from it: a small InnoDB system tablespace and redo log keep each copy cheap.
 MARIADB_LAYOUT = (
@@ -133,35 +137,18 @@ class MySQLServer:
 # -- finding the programs ----------------------------------------------------------------------
 
 
-def _search_path() -> str:
-    entries = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return os.pathsep.join([*entries, *(d for d in SBIN_DIRS if d not in entries)])
-
-
-def _which(names: Sequence[str], first_dirs: Sequence[str] = ()) -> Optional[str]:
-    path = os.pathsep.join([*first_dirs, _search_path()])
-    for name in names:
-        found = shutil.which(name, path=path)
-        if found is not None:
-            return found
-    return None
-
-
 def find_server_binary() -> str:
-    """Path of the server binary to run; fails the test with an install hint if missing."""
+    """Path of the server binary to run: ``$PYTEST_SERVICES_MYSQLD``, ``mariadbd``, ``mysqld``.
+
+    Looked up on PATH and then in the sbin folders, where Debian puts it but ordinary users
+    do not look; a missing binary is an error naming the package.
+    """
     wanted = os.environ.get(SERVER_ENV, "").strip()
     if wanted and os.sep in wanted:
         if os.path.isfile(wanted) and os.access(wanted, os.X_OK):
             return wanted
         raise MySQLError(f"MySQL/MariaDB server {wanted} ({SERVER_ENV}) not found: {INSTALL_HINT}.")
-    names = (wanted,) if wanted else SERVER_NAMES
-    found = _which(names)
-    if found is None:
-        raise MySQLError(
-            f"MySQL/MariaDB server ({' or '.join(names)}) not found on PATH or in "
-            f"{', '.join(SBIN_DIRS)}: {INSTALL_HINT}."
-        )
-    return found
+    return find_program((wanted,) if wanted else SERVER_NAMES, PACKAGE, then=SBIN_DIRS)
 
 
 def _sibling_dirs(binary: str) -> list[str]:
@@ -177,12 +164,8 @@ def _sibling_dirs(binary: str) -> list[str]:
 
 
 def _require_tool(server: MySQLServer, names: Sequence[str]) -> str:
-    found = _which(names, _sibling_dirs(server.binary))
-    if found is None:
-        raise MySQLError(
-            f"{' or '.join(names)} not found next to {server.binary} or on PATH: {INSTALL_HINT}."
-        )
-    return found
+    """A helper program of ``server``: looked up next to it first, then on PATH."""
+    return find_program(names, PACKAGE, first=_sibling_dirs(server.binary), then=SBIN_DIRS)
 
 
 def _server_version(binary: str, cache_dir: str) -> str:

@@ -160,6 +160,21 @@ def lock_dir(services_log: Logger) -> str:
     return path
 
 
+#: Longest unix socket path the kernel accepts (``sun_path`` holds 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
+
+
+def socket_path(folder: StrPath, name: str) -> str:
+    """Path of socket ``name`` in ``folder``; refuse one too long for a unix socket."""
+    path = os.path.join(os.fspath(folder), name)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise FolderError(
+            f"The socket path {path} is longer than {MAX_SOCKET_PATH} bytes, the limit of unix "
+            "sockets; override memory_root_dir (or root_dir) with a shorter folder."
+        )
+    return path
+
+
 def log_dir(base_dir: StrPath) -> Path:
     """Folder where services write their output."""
     return Path(private_dir(Path(base_dir, LOGS)))

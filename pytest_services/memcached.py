@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from pytest_services.process import ServiceError, ServiceProcess
+from pytest_services.folders import socket_path
+from pytest_services.process import ServiceError, ServiceProcess, find_program
 from pytest_services.service import WatcherGetter
 
 #: The executable, and the Debian package that provides it.
@@ -25,32 +25,18 @@ MEMCACHED = "memcached"
 PACKAGE = "memcached"
 #: File name of the socket inside ``run_dir``.
 SOCKET_NAME = "memcached.sock"
-#: Longest unix socket path the kernel accepts (``sun_path`` holds 108 bytes with the NUL).
-MAX_SOCKET_PATH = 107
 #: Seconds one request to the server may take before it counts as not answering.
 REQUEST_TIMEOUT = 1.0
 
 
 def memcached_socket_path(run_dir: str) -> str:
-    """Return the path of the memcached socket in ``run_dir``; refuse one too long to bind."""
-    path = os.path.join(run_dir, SOCKET_NAME)
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ServiceError(
-            f"The memcached socket path {path} is longer than {MAX_SOCKET_PATH} bytes, the "
-            "limit of unix sockets; use a shorter memory_root_dir or root_dir."
-        )
-    return path
+    """Return the path of the memcached socket in ``run_dir``."""
+    return socket_path(run_dir, SOCKET_NAME)
 
 
 def find_memcached() -> str:
     """Return the full path of the memcached binary, or raise an error naming its package."""
-    found = shutil.which(MEMCACHED)
-    if found is None:
-        raise ServiceError(
-            f"Cannot start memcached: no {MEMCACHED!r} on PATH ({os.environ.get('PATH', '')}). "
-            f"Install it from the Debian package {PACKAGE!r}: apt-get install {PACKAGE}"
-        )
-    return found
+    return find_program(MEMCACHED, PACKAGE)
 
 
 def memcached_arguments(path: str) -> list[str]:

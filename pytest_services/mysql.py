@@ -29,14 +29,13 @@ from urllib.parse import quote
 import pytest
 
 from pytest_services._mysql_server import (
-    MAX_SOCKET_PATH,
     START_TIMEOUT,
     cache_root,
     defaults_file_text,
     get_server,
     prepare_data_dir,
 )
-from pytest_services.folders import private_dir
+from pytest_services.folders import private_dir, socket_path
 from pytest_services.process import ServiceProcess
 from pytest_services.service import WatcherGetter
 
@@ -75,7 +74,7 @@ def mysql_data_dir(mysql_base_dir: str) -> str:
 @pytest.fixture(scope="session")
 def mysql_socket(run_dir: str) -> str:
     """Unix socket path of this session's MySQL server (it does not listen on TCP)."""
-    return os.path.join(run_dir, "mysql.sock")
+    return socket_path(run_dir, "mysql.sock")
 
 
 @pytest.fixture(scope="session")
@@ -102,12 +101,6 @@ def mysql_defaults_file(
     """Path of the ``my.cnf`` written for this session's MySQL server (the system one is unused)."""
     if not run_services:
         return None
-    if len(mysql_socket) > MAX_SOCKET_PATH:
-        pytest.fail(
-            f"The MySQL socket path {mysql_socket} is longer than {MAX_SOCKET_PATH} characters; "
-            "override the memory_root_dir fixture with a shorter folder.",
-            False,
-        )
     server = get_server(memory_root_dir)
     tmp_dir = private_dir(os.path.join(mysql_base_dir, "tmp"))
     path = os.path.join(mysql_base_dir, "my.cnf")

@@ -144,6 +144,30 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
                     stream.close()
 
 
+def find_program(
+    names: str | Sequence[str],
+    package: str,
+    *,
+    first: Sequence[str] = (),
+    then: Sequence[str] = (),
+) -> str:
+    """Path of the first of ``names`` found in ``first``, on PATH, then in ``then``.
+
+    Raises an error naming the Debian ``package`` that provides the program when none is
+    found.
+    """
+    candidates = (names,) if isinstance(names, str) else tuple(names)
+    search = os.pathsep.join([*first, os.environ.get("PATH", os.defpath), *then])
+    for name in candidates:
+        found = shutil.which(name, path=search)
+        if found is not None:
+            return found
+    raise ServiceError(
+        f"{' or '.join(candidates)} is not installed: not found in {search}. "
+        f"Install the Debian package {package!r}: apt-get install {package}"
+    )
+
+
 def find_executable(name: StrPath, cwd: StrPath | None = None) -> str:
     """Resolve a command name the way ``execvp`` would, or raise a clear error."""
     text = os.fspath(name)

@@ -19,7 +19,6 @@ import functools
 import os
 import re
 import secrets
-import shutil
 import socket
 import struct
 import subprocess
@@ -36,6 +35,7 @@ from pytest_services.process import (
     ServiceStartError,
     StrPath,
     check_output,
+    find_program,
 )
 from pytest_services.service import WatcherGetter
 
@@ -67,17 +67,6 @@ class Starter(Protocol):
         checker: Callable[[], object],
         grace: float,
     ) -> ServiceProcess: ...
-
-
-def find_program(name: str, package: str) -> str:
-    """Return the path of ``name`` on PATH, or raise naming the Debian package to install."""
-    path = shutil.which(name)
-    if path is None:
-        raise XvfbError(
-            f"{name} is not installed: it is not on PATH ({os.environ.get('PATH', '')}). "
-            f"On Debian or Ubuntu, install the package {package!r}: apt-get install {package}"
-        )
-    return path
 
 
 @functools.cache

@@ -109,3 +109,11 @@ def test_lock_dir_of_another_owner_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(FolderError, match="Cannot create the folder .*/file/sub"):
         private_dir(blocked)
+
+
+def test_socket_path_too_long_for_a_unix_socket(tmp_path: Path) -> None:
+    from pytest_services.folders import FolderError, socket_path
+
+    assert socket_path(tmp_path, "ok.sock") == str(tmp_path / "ok.sock")
+    with pytest.raises(FolderError, match=r"is longer than 107 bytes, the limit of unix sockets"):
+        socket_path(tmp_path / ("x" * 120), "server.sock")

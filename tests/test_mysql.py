@@ -16,10 +16,14 @@ import pytest
 
 from pytest_services import _mysql_server as mysql_module
 from pytest_services.folders import memory_root, private_dir
+from pytest_services.process import ServiceError
 
 pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
 
-SERVER = mysql_module._which(mysql_module.SERVER_NAMES)
+try:
+    SERVER: str | None = mysql_module.find_server_binary()
+except ServiceError:
+    SERVER = None
 pytestmark = pytest.mark.skipif(
     SERVER is None, reason=f"no MySQL/MariaDB server: {mysql_module.INSTALL_HINT}"
 )

@@ -278,8 +278,8 @@ def test_nothing_runs(xvfb, xvfb_display):
 @pytest.mark.parametrize(
     ("present", "message"),
     [
-        ([], "*Xvfb is not installed*install the package 'xvfb': apt-get install xvfb"),
-        (["Xvfb"], "*xauth is not installed*install the package 'xauth': apt-get install xauth"),
+        ([], "*Xvfb is not installed*Debian package 'xvfb': apt-get install xvfb"),
+        (["Xvfb"], "*xauth is not installed*Debian package 'xauth': apt-get install xauth"),
     ],
 )
 def test_a_missing_binary_names_its_package(
