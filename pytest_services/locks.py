@@ -377,24 +377,35 @@ def display_in_use(display: int) -> bool:
     return False
 
 
-def _x_lock_alive(display: int) -> bool:
-    """Tell whether ``/tmp/.X{display}-lock`` exists and names a process that still runs."""
+def x_lock_holder(display: int) -> int | None:
+    """The running process that holds ``/tmp/.X{display}-lock``: its pid, or None.
+
+    None when there is no lock file or the process it names is gone (a stale lock);
+    :class:`ValueError` when the lock file cannot be read or holds no pid.
+    """
     try:
         with open(X_LOCK.format(display), "rb") as lock:
-            pid = int(lock.read(64).strip() or b"0")
+            pid = int(lock.read(64).strip())
     except FileNotFoundError:
-        return False
-    except (OSError, ValueError):
-        return True  # unreadable or odd: leave that display alone
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {X_LOCK.format(display)}: {exc}") from exc
     if pid <= 0:
-        return True
+        raise ValueError(f"{X_LOCK.format(display)} holds no pid")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:
-        return True
-    return True
+        pass  # another user's process
+    return pid
+
+
+def _x_lock_alive(display: int) -> bool:
+    try:
+        return x_lock_holder(display) is not None
+    except ValueError:
+        return True  # unreadable or odd: leave that display alone
 
 
 def get_free_display(

@@ -27,7 +27,7 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services.locks import X_LOCK, X_SOCKET
+from pytest_services.locks import X_LOCK, X_SOCKET, x_lock_holder
 from pytest_services.process import (
     CalledProcessWithOutputError,
     ServiceError,
@@ -265,27 +265,15 @@ def start_xvfb(
 
 def _other_server(display: int) -> Optional[str]:
     """Describe the X server that holds ``display``, if one does."""
-    lock = X_LOCK.format(display)
     try:
-        with open(lock) as lock_file:
-            pid = int(lock_file.read(32).strip())
-    except (OSError, ValueError):
-        pid = 0
-    if pid > 0 and _alive(pid):
-        return f"pid {pid}, see {lock}"
+        pid = x_lock_holder(display)
+    except ValueError:
+        pid = None
+    if pid is not None:
+        return f"pid {pid}, see {X_LOCK.format(display)}"
     if os.path.lexists(X_SOCKET.format(display)):
         return f"its socket is {X_SOCKET.format(display)}"
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 @contextlib.contextmanager
