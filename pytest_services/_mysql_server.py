@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from logging import Logger
-from typing import Any, Optional
+from typing import Optional
 
 from pytest_services.folders import private_dir
 from pytest_services.locks import file_lock
@@ -289,26 +289,6 @@ def _discard(path: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _init_error(server: MySQLServer, exc: CalledProcessWithOutputError) -> str:
-    return (
-        f"Initialising a {server.flavour} data directory failed "
-        f"(exit code {exc.returncode}).\n  command: {_join(exc.cmd)}\n"
-        f"{_tail(exc.output, 'stdout')}{_tail(exc.err, 'stderr')}"
-    )
-
-
-def _join(command: Any) -> str:
-    return " ".join(str(part) for part in command) if isinstance(command, list) else str(command)
-
-
-def _tail(data: Optional[bytes], label: str, lines: int = 25) -> str:
-    text = (data or b"").decode(errors="replace").rstrip()
-    if not text:
-        return ""
-    tail = "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
-    return f"  last lines of its {label}:\n{tail}\n"
-
-
 def _timezone_sql(server: MySQLServer, zoneinfo: str) -> bytes:
     tool = _require_tool(server, ("mariadb-tzinfo-to-sql", "mysql_tzinfo_to_sql"))
     no_defaults = ["--no-defaults"] if server.is_mariadb else []
@@ -346,7 +326,7 @@ def _initialise(server: MySQLServer, data_dir: str, sql_file: Optional[str]) -> 
     except OSError as exc:
         failure = f"Cannot run {command[0]}: {exc}"
     except CalledProcessWithOutputError as exc:
-        failure = _init_error(server, exc)
+        failure = f"Initialising a {server.flavour} data directory failed: {exc}"
     else:
         return
     raise MySQLError(failure)

@@ -73,11 +73,12 @@ class CalledProcessWithOutputError(subprocess.CalledProcessError):
         self.err = err
 
     def __str__(self) -> str:
-        text = super().__str__()
+        lines = [f"Command {_describe_exit(self.returncode)}.", f"  command: {_join(self.cmd)}"]
         for label, data in (("stdout", self.output), ("stderr", self.err)):
             if data:
-                text += f"\n{label}:\n{_indent(_last_lines(data.decode(errors='replace')))}"
-        return text
+                text = _last_lines(data.decode(errors="replace"))
+                lines.append(f"  last lines of its {label}:\n{_indent(text)}")
+        return "\n".join(lines)
 
 
 def check_output(*popenargs: Any, **kwargs: Any) -> tuple[bytes, bytes]:
@@ -379,6 +380,12 @@ def _group_alive(pgid: int) -> bool:
     if os.path.isdir("/proc/self"):
         return bool(_group_members(pgid))
     return True
+
+
+def _join(command: Any) -> str:
+    if isinstance(command, (str, bytes, os.PathLike)):
+        return os.fsdecode(command)
+    return shlex.join(os.fsdecode(part) for part in command)
 
 
 def _last_lines(text: str, lines: int = TAIL_LINES) -> str:

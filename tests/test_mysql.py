@@ -420,7 +420,7 @@ def test_failed_initialisation_is_reported(
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*data directory failed (exit code 3)*",
+            "*data directory failed: Command exited with code 3.",
             f"*command: {install_db} --no-defaults --datadir=*",
             "*disk on fire*",
         ]
