@@ -428,10 +428,15 @@ def prepare_data_dir(server: MySQLServer, mysql_cache: str, data_dir: str, log: 
 _servers: dict[tuple[str, str], MySQLServer] = {}
 
 
+def mysql_cache_dir(memory_root_dir: str) -> str:
+    """The folder of the cached MySQL data directories, created private."""
+    return private_dir(os.path.join(cache_root(memory_root_dir), "mysql"))
+
+
 def get_server(memory_root_dir: str) -> MySQLServer:
     """The server binary to run and its version."""
     binary = find_server_binary()
-    mysql_cache = private_dir(os.path.join(cache_root(memory_root_dir), "mysql"))
+    mysql_cache = mysql_cache_dir(memory_root_dir)
     key = (binary, mysql_cache)
     if key not in _servers:
         _servers[key] = MySQLServer(binary, _server_version(binary, mysql_cache))

@@ -30,9 +30,9 @@ import pytest
 
 from pytest_services._mysql_server import (
     START_TIMEOUT,
-    cache_root,
     defaults_file_text,
     get_server,
+    mysql_cache_dir,
     prepare_data_dir,
 )
 from pytest_services.folders import private_dir, socket_path
@@ -125,8 +125,7 @@ def mysql_watcher(
         return None
     mysqldb = _mysqldb()
     server = get_server(memory_root_dir)
-    mysql_cache = os.path.join(cache_root(memory_root_dir), "mysql")
-    prepare_data_dir(server, mysql_cache, mysql_data_dir, services_log)
+    prepare_data_dir(server, mysql_cache_dir(memory_root_dir), mysql_data_dir, services_log)
 
     def checker() -> bool:
         if not os.path.exists(mysql_socket):
