@@ -207,3 +207,21 @@ def add_old_version_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"do not measure pytest-services {OLD_VERSION} (no venv, no download)",
     )
+
+
+#: Inner conftest text shared by the comparisons with 2.2.2: the plugin's logger is replaced
+#: by a silent one, because 2.2.2 logs every message to syslog (and prints a traceback for
+#: each one where ``/dev/log`` is missing), which would weigh on its numbers.
+SILENT_LOG_CONFTEST = """
+    import logging
+
+    import pytest
+
+
+    @pytest.fixture(scope="session")
+    def services_log():
+        logger = logging.getLogger("bench.services")
+        logger.propagate = False
+        logger.addHandler(logging.NullHandler())
+        return logger
+"""

@@ -97,22 +97,8 @@ INNER_TEST = """
         request.addfinalizer(lambda: row.__setitem__("stop_start", time.perf_counter()))
 """
 
-#: Shared by both inner sessions: the plugin's logger is replaced by a silent one, so that
-#: 2.2.2's syslog handler (which prints a traceback per message where ``/dev/log`` is
-#: missing) does not weigh on its numbers.
-INNER_CONFTEST = """
-    import logging
-
-    import pytest
-
-
-    @pytest.fixture(scope="session")
-    def services_log():
-        logger = logging.getLogger("bench.services")
-        logger.propagate = False
-        logger.addHandler(logging.NullHandler())
-        return logger
-"""
+#: Shared by both inner sessions (see ``_common.SILENT_LOG_CONFTEST``).
+INNER_CONFTEST = _common.SILENT_LOG_CONFTEST
 
 
 @dataclass

@@ -86,22 +86,12 @@ INNER_TEST = """
         record["release_start"] = time.perf_counter()
 """
 
-#: Both implementations lock in a fresh folder of the benchmark's, and log nowhere (2.2.2
-#: would otherwise try syslog on every message, and print a traceback for each one where
-#: ``/dev/log`` is missing).
-INNER_CONFTEST = """
-    import logging
+#: Both implementations log nowhere (see ``_common.SILENT_LOG_CONFTEST``) and lock in a
+#: fresh folder of the benchmark's.
+INNER_CONFTEST = (
+    _common.SILENT_LOG_CONFTEST
+    + """
     import os
-
-    import pytest
-
-
-    @pytest.fixture(scope="session")
-    def services_log():
-        logger = logging.getLogger("bench.services")
-        logger.propagate = False
-        logger.addHandler(logging.NullHandler())
-        return logger
 
 
     @pytest.fixture(scope="session")
@@ -110,6 +100,7 @@ INNER_CONFTEST = """
         os.makedirs(path, mode=0o700, exist_ok=True)
         return path
 """
+)
 
 
 @dataclass
