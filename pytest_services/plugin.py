@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
-from typing import Optional
 
 import pytest
 
@@ -50,6 +48,11 @@ from pytest_services.mysql import (  # noqa: F401
     mysql_system_database,
     mysql_watcher,
 )
+from pytest_services.options import (  # noqa: F401
+    parse_display,
+    run_services_option,
+    xvfb_display_option,
+)
 from pytest_services.service import (  # noqa: F401
     is_xdist_worker,
     run_services,
@@ -60,18 +63,6 @@ from pytest_services.service import (  # noqa: F401
     worker_id,
 )
 from pytest_services.xvfb import xvfb, xvfb_display, xvfb_resolution  # noqa: F401
-
-_DISPLAY = re.compile(r":?(\d+)")
-
-
-def parse_display(value: str) -> int:
-    """Parse an X display given as ``:N`` or ``N``."""
-    match = _DISPLAY.fullmatch(value.strip())
-    if match is None:
-        raise pytest.UsageError(
-            f"Invalid X display {value!r}: give a display number as ':N' or 'N', e.g. ':99'."
-        )
-    return int(match.group(1))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,23 +89,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
-
-
-def run_services_option(config: pytest.Config) -> bool:
-    """``--run-services`` if given, else the ``run_services`` ini value."""
-    option: Optional[bool] = config.getoption("run_services")
-    if option is not None:
-        return option
-    return bool(config.getini("run_services"))
-
-
-def xvfb_display_option(config: pytest.Config) -> Optional[int]:
-    """``--xvfb-display`` if given, else the ``xvfb_display`` ini value, else None."""
-    option: Optional[int] = config.getoption("xvfb_display")
-    if option is not None:
-        return option
-    value = config.getini("xvfb_display")
-    return parse_display(value) if value else None
 
 
 @pytest.hookimpl(trylast=True)

@@ -13,6 +13,7 @@ from typing import Any, Optional, Protocol
 import pytest
 
 from pytest_services import _reaper, folders
+from pytest_services.options import run_services_option
 from pytest_services.process import (
     DEFAULT_GRACE,
     ServiceProcess,
@@ -57,8 +58,6 @@ def get_worker_id(config: pytest.Config) -> str:
 
 def services_enabled(config: pytest.Config) -> bool:
     """Tell whether services run: in xdist workers, or with ``--run-services`` or its ini."""
-    from pytest_services.plugin import run_services_option
-
     return is_xdist_worker(config) or run_services_option(config)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Optional, Protocol
 import pytest
 
 from pytest_services.locks import X_LOCK, X_SOCKET, x_lock_holder
+from pytest_services.options import xvfb_display_option
 from pytest_services.process import (
     CalledProcessWithOutputError,
     ServiceError,
@@ -298,8 +299,6 @@ def xvfb_display(
     request: pytest.FixtureRequest, run_services: bool, display_getter: Callable[[], int]
 ) -> Iterator[Optional[int]]:
     """The session's X display number, exported as ``DISPLAY``; None without services or option."""
-    from pytest_services.plugin import xvfb_display_option
-
     display = xvfb_display_option(request.config)
     if display is None and run_services:
         display = display_getter()
@@ -326,8 +325,6 @@ def xvfb(
     watcher_getter: WatcherGetter,
 ) -> Iterator[Optional[ServiceProcess]]:
     """The Xvfb process on ``xvfb_display``, with ``XAUTHORITY`` exported; None if none started."""
-    from pytest_services.plugin import xvfb_display_option
-
     if not run_services or xvfb_display is None or xvfb_display_option(request.config) is not None:
         yield None
         return
