@@ -271,7 +271,7 @@ def _wait_until_ready(
             raise _start_error(
                 process,
                 f"Service {process.name!r} was not ready after {timeout:g} s: "
-                f"its checker {_checker_name(checker)}() never returned a true value.",
+                f"its checker {_checker_name(checker)} never returned a true value.",
             )
         time.sleep(min(_next_delay(now - started), deadline - now))
 
@@ -327,7 +327,9 @@ def _describe_exit(returncode: int) -> str:
 
 
 def _checker_name(checker: Callable[[], object]) -> str:
-    return getattr(checker, "__qualname__", None) or repr(checker)
+    """``name()`` for a function, the ``repr`` of other checkers (``tcp(127.0.0.1:80)``)."""
+    name = getattr(checker, "__qualname__", None)
+    return f"{name}()" if name else repr(checker)
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -1,0 +1,197 @@
+"""The ready-made checkers, each against a real server started through ``watcher_getter``."""
+
+from __future__ import annotations
+
+import pytest
+
+RUN = ("-p", "no:xdist", "--run-services")
+
+
+def test_tcp_and_http_against_a_real_http_server(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys, pytest
+        from pytest_services import checkers
+
+        @pytest.fixture(scope="session")
+        def web(watcher_getter, port_getter, request, tmp_path_factory):
+            root = tmp_path_factory.mktemp("web")
+            (root / "health").write_text("ok")
+            port = port_getter()
+            url = f"http://127.0.0.1:{port}"
+            checker = checkers.all_of(checkers.tcp(port), checkers.http(f"{url}/health"))
+            watcher_getter(sys.executable,
+                           ["-m", "http.server", "-b", "127.0.0.1", "-d", root, str(port)],
+                           checker=checker, timeout=20, request=request)
+            return port, url, checker
+        """
+    )
+    pytester.makepyfile(
+        """
+        from pytest_services import checkers
+
+        def test_ready(web):
+            port, url, checker = web
+            assert checker() is True
+            assert repr(checker) == (
+                f"all_of(tcp(127.0.0.1:{port}), http(http://127.0.0.1:{port}/health))")
+            assert checkers.http(url + "/missing")() is False
+            missing = checkers.http(url + "/missing", status=404)
+            assert missing() is True
+            assert repr(missing) == f"http(http://127.0.0.1:{port}/missing, status=404)"
+            teapot = checkers.http(url + "/missing", status={200, 204})
+            assert teapot() is False
+            assert repr(teapot) == (
+                f"http(http://127.0.0.1:{port}/missing, status=200|204, last answer 404)")
+
+        def test_nobody_listening(port_getter):
+            port = port_getter()
+            assert checkers.tcp(port)() is False
+            assert checkers.http(f"http://127.0.0.1:{port}/")() is False
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(passed=2)
+
+
+UNIX_SERVER = """
+import socket, sys, time
+time.sleep(0.3)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1])
+server.listen()
+while True:
+    server.accept()[0].close()
+"""
+
+
+def test_unix_socket_and_path_exists(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(unix_server=UNIX_SERVER)
+    pytester.makepyfile(
+        """
+        import os, socket, sys
+        from pytest_services import checkers
+
+        def test_ready(watcher_getter, run_dir, request):
+            path = os.path.join(run_dir, "srv.sock")
+            checker = checkers.unix_socket(path)
+            assert checker() is False
+            watcher_getter(sys.executable, ["unix_server.py", path],
+                           checker=checker, timeout=20, request=request)
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(path)
+            assert repr(checker) == f"unix_socket({path})"
+            assert checkers.path_exists(path)() is True
+            assert repr(checkers.path_exists(path)) == f"path_exists({path})"
+            assert checkers.path_exists(path + ".nope")() is False
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(passed=1)
+
+
+LATE_PRINTER = """
+import sys, time
+print("starting up", flush=True)
+time.sleep(0.5)
+print("loading data...", flush=True, end="")
+time.sleep(0.2)
+print(" done", flush=True)
+print("ready: accepting connections on port 4711", file=sys.stderr, flush=True)
+time.sleep(600)
+"""
+
+
+def test_output_waits_for_a_line_printed_late(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(late=LATE_PRINTER)
+    pytester.makepyfile(
+        """
+        import re, sys
+        from pytest_services import checkers
+
+        def test_ready(watcher_getter, request):
+            checker = checkers.output(r"accepting connections on port \\d+")
+            proc = watcher_getter(sys.executable, ["late.py"], checker=checker, timeout=20,
+                                  request=request)
+            assert "accepting connections on port 4711" in proc.log_path.read_text()
+            assert repr(checker) == r"output('accepting connections on port \\\\d+')"
+
+        def test_compiled_bytes_and_split_lines(watcher_getter, request):
+            # "loading data... done" arrives in two writes: still one line to match.
+            checker = checkers.all_of(checkers.output(re.compile(b"data\\\\.\\\\.\\\\. done")),
+                                      checkers.output("ready"))
+            proc = watcher_getter(sys.executable, ["late.py"], checker=checker, timeout=20,
+                                  request=request)
+            assert "ready" in proc.log_path.read_text()
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(passed=2)
+
+
+def test_output_refuses_redirected_output(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import subprocess
+        from pytest_services import checkers
+
+        def test_redirected(watcher_getter, request):
+            watcher_getter("sleep", ["60"], {"stdout": subprocess.DEVNULL,
+                                             "stderr": subprocess.DEVNULL},
+                           checker=checkers.output("ready"), request=request)
+
+        def test_unbound():
+            checkers.output("ready")()
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*CheckerError: output('ready') reads the output that pytest-services captures, "
+            "but this service's output is not captured: stdout/stderr were passed in kwargs*"
+            "Leave stdout and stderr out of kwargs, or use another checker*",
+            "*CheckerError: output('ready') has no output to read: pass it as checker= to "
+            "watcher_getter()*",
+        ]
+    )
+
+
+def test_checker_that_never_passes_is_named_by_its_repr(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_services import checkers
+
+        def test_never(watcher_getter, port_getter, request):
+            port = port_getter()
+            watcher_getter("sleep", ["60"], checker=checkers.tcp(port), timeout=1,
+                           request=request)
+
+        def test_never_all(watcher_getter, port_getter, request, tmp_path):
+            port = port_getter()
+            checker = checkers.all_of(checkers.path_exists(tmp_path / "pid"),
+                                      lambda: True,
+                                      checkers.http(f"http://127.0.0.1:{port}/up", status=204))
+            watcher_getter("sleep", ["60"], checker=checker, timeout=1, request=request)
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*Service 'sleep' was not ready after 1 s: its checker tcp(127.0.0.1:*) "
+            "never returned a true value.",
+            "*Service 'sleep' was not ready after 1 s: its checker all_of(path_exists(*/pid), "
+            "test_never_all.<locals>.<lambda>(), http(http://127.0.0.1:*/up, status=204)) "
+            "never returned a true value.",
+        ]
+    )
+
+
+def test_bad_arguments_are_refused_at_once() -> None:
+    from pytest_services import checkers
+
+    with pytest.raises(checkers.CheckerError, match="give an absolute http:// or https:// URL"):
+        checkers.http("127.0.0.1:8000/health")
+    with pytest.raises(checkers.CheckerError, match="needs at least one checker"):
+        checkers.all_of()
