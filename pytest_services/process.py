@@ -103,6 +103,8 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
     command: list[str]
     log_path: Path | None
     grace: float
+    #: Wall-clock time (``time.time()``) at which the service was started.
+    started_at: float
 
     @property
     def pgid(self) -> int:
@@ -140,9 +142,19 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
             self.wait()
         finally:
             _reaper.forget(self.pgid)
+            _running.pop(self.pid, None)
             for stream in (self.stdin, self.stdout, self.stderr):
                 if stream is not None:
                     stream.close()
+
+
+#: Services started by this process and not stopped yet, by pid.
+_running: dict[int, ServiceProcess] = {}
+
+
+def running_services() -> list[ServiceProcess]:
+    """The services this process started and has not stopped yet, oldest first."""
+    return list(_running.values())
 
 
 def find_program(
@@ -211,6 +223,15 @@ def start_service(
     command = [executable, *(os.fspath(arg) for arg in arguments or ())]
     label = Path(os.fspath(name)).name
     log_path, log_file = _open_log(label, log_dir, kwargs)
+    bind = getattr(checker, "bind", None)
+    if callable(bind):
+        # A checker that reads what the service prints learns where that goes, or refuses.
+        try:
+            bind(log_path)
+        except BaseException:
+            if log_file is not None:
+                log_file.close()
+            raise
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     kwargs["start_new_session"] = True
     kwargs.pop("process_group", None)
@@ -224,7 +245,9 @@ def start_service(
         if log_file is not None:
             log_file.close()
     process.name, process.command, process.log_path, process.grace = label, command, log_path, grace
+    process.started_at = time.time()
     _reaper.watch(process.pgid)
+    _running[process.pid] = process
     try:
         _wait_until_ready(process, checker, timeout)
     except BaseException:
