@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from pytest_services import _reaper
+from pytest_services._registry import host_lock_dir
 from pytest_services.folders import (  # noqa: F401
     base_dir,
     default_lock_dir,
@@ -50,7 +51,10 @@ from pytest_services.mysql import (  # noqa: F401
 )
 from pytest_services.options import (  # noqa: F401
     parse_display,
+    parse_port_range,
+    port_range_option,
     run_services_option,
+    verbosity,
     xvfb_display_option,
 )
 from pytest_services.service import (  # noqa: F401
@@ -83,6 +87,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(ini: xvfb_display).",
     )
     parser.addini("xvfb_display", "running X display to use instead of starting Xvfb")
+    group.addoption(
+        "--services-port-range",
+        type=parse_port_range,
+        default=None,
+        metavar="LOW-HIGH",
+        help="hand out TCP ports from this range, e.g. 20000-30000 (ini: services_port_range; "
+        "default: every port from 10000 up outside the kernel's ephemeral range).",
+    )
+    parser.addini("services_port_range", "TCP ports to hand out, LOW-HIGH")
     parser.addini(
         "xvfb_listen_tcp",
         "let Xvfb accept (authenticated) TCP clients on 127.0.0.1:6000+N (default true)",
@@ -93,7 +106,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    xvfb_display_option(config)  # a bad ini value is a usage error before any test runs
+    xvfb_display_option(config)  # bad ini values are usage errors before any test runs
+    port_range_option(config)
     if is_xdist_worker(config) and os.getppid() != 1:
         # The controller started this worker: if it dies, the worker may live on for the
         # length of a test, so the watchdog watches the controller too.
@@ -103,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if config.get_verbosity() < 1:
+    if verbosity(config) < 1:
         return []
     if is_xdist_worker(config):
         why = "as a pytest-xdist worker"
@@ -122,11 +136,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [
         state,
         f"services folders: disk {tempfile.gettempdir()}, "
-        f"memory {memory_root(tempfile.gettempdir())}, locks {default_lock_dir()} "
+        f"memory {memory_root(tempfile.gettempdir())}, locks {default_lock_dir()}, "
+        f"host-wide locks {host_lock_dir()} "
         "(unless root_dir is overridden)",
     ]
     if display is not None:
         lines.append(f"services X display: :{display} (no Xvfb started)")
+    port_range = port_range_option(config)
+    if port_range is not None:
+        lines.append(f"services ports: {port_range[0]}-{port_range[1]}")
     return lines
 
 

@@ -27,7 +27,7 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services.locks import X_LOCK, X_SOCKET, x_lock_holder
+from pytest_services.displays import X_LOCK, X_SOCKET, x_lock_holder
 from pytest_services.options import xvfb_display_option
 from pytest_services.process import (
     CalledProcessWithOutputError,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_services import locks
+from pytest_services import _registry, locks, ports
 from pytest_services.folders import FolderError
 from pytest_services.locks import (
     LockError,
@@ -89,11 +89,11 @@ def test_killed_holder_frees_its_ports_at_once(tmp_path: Path) -> None:
     assert holder.stdout is not None
     held = json.loads(holder.stdout.readline())["ports"]
     with locked_resources("port", tmp_path) as taken:
-        assert sorted(taken) == sorted(held)
+        assert set(held) <= set(taken)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     with locked_resources("port", tmp_path) as taken:
-        assert taken == []
+        assert not set(held) & set(taken)
     wanted = iter(held)
     got = [lock_resource("port", lambda _taken: next(wanted), tmp_path, log) for _ in held]
     assert got == held
@@ -160,12 +160,12 @@ def test_two_concurrent_sessions_under_xdist(pytester: pytest.Pytester) -> None:
 def test_port_getter_releases_at_session_end(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        import os
+        from pytest_services import _registry
 
         def test_port(port_getter, lock_dir):
             port = port_getter()
             assert isinstance(port, int)
-            assert os.path.exists(os.path.join(lock_dir, f"port-{port}.lock"))
+            assert _registry.is_taken("port", port, lock_dir)
             print(f"PORT={port} LOCKDIR={lock_dir}")
         """
     )
@@ -173,7 +173,7 @@ def test_port_getter_releases_at_session_end(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     line = next(line for line in result.outlines if "PORT=" in line)
     port, lock_dir = (part.split("=", 1)[1] for part in line.split()[-2:])
-    assert not os.path.exists(os.path.join(lock_dir, f"port-{port}.lock"))
+    assert not _registry.is_taken("port", int(port), lock_dir)
 
 
 def test_file_lock_as_real_conftest_files_use_it(tmp_path: Path) -> None:
@@ -228,20 +228,28 @@ def test_file_lock_times_out_naming_the_file(tmp_path: Path) -> None:
 def test_module_functions_of_2_2(tmp_path: Path) -> None:
     port = get_free_port(str(tmp_path), log, 20)
     display = get_free_display(str(tmp_path), log, 20)
-    with locked_resources("port", str(tmp_path)) as ports:
-        assert ports == [port]
-    with locked_resources("display", str(tmp_path)) as displays:
-        assert displays == [display]
+    with locked_resources("port", str(tmp_path)) as taken:
+        assert port in taken
+    with locked_resources("display", str(tmp_path)) as taken:
+        assert display in taken
     unlock_port(port, str(tmp_path), log)
     unlock_display(display, str(tmp_path), log)
-    with locked_resources("port", str(tmp_path)) as ports:
-        assert ports == []
-        ports.append(12345)  # reserving through the list, as 2.2 allowed
-    with locked_resources("port", str(tmp_path)) as ports:
-        assert ports == [12345]
-        ports.remove(12345)
-    with locked_resources("port", str(tmp_path)) as ports:
-        assert ports == []
+    with locked_resources("port", str(tmp_path)) as taken:
+        assert port not in taken
+        free = next(p for p in range(12345, 13000) if p not in taken)
+        taken.append(free)  # reserving through the list, as 2.2 allowed
+    with locked_resources("port", str(tmp_path)) as taken:
+        assert free in taken
+        taken.remove(free)
+    with locked_resources("port", str(tmp_path)) as taken:
+        assert free not in taken
+    with locked_resources("name", str(tmp_path)) as names:
+        names.append("alpha")  # resources that are not numbers have a lock file each
+    assert (tmp_path / "name-alpha.lock").exists()
+    with locked_resources("name", str(tmp_path)) as names:
+        assert names == ["alpha"]
+        names.remove("alpha")
+    assert not (tmp_path / "name-alpha.lock").exists()
     token = lock_resource("token", lambda taken: len(taken), str(tmp_path), log, 5)
     second = lock_resource("token", lambda taken: len(taken), str(tmp_path), log, 5)
     assert (token, second) == (0, 1)
@@ -290,46 +298,58 @@ def test_display_with_only_an_abstract_socket_is_skipped(tmp_path: Path) -> None
 
 
 def test_corrupt_lock_file_is_taken_over(tmp_path: Path) -> None:
-    path = tmp_path / "port-23456.lock"
+    path = tmp_path / "name-alpha.lock"
     path.write_bytes(b"\x00\xffgarbage{{{")
-    port = lock_resource("port", lambda taken: 23456, tmp_path, log)
-    assert port == 23456
+    name = lock_resource("name", lambda taken: "alpha", tmp_path, log)
+    assert name == "alpha"
     assert path.read_text() == f"held by pid {os.getpid()}\n"
-    unlock_port(port, tmp_path, log)
+    unlock_resource("name", name, tmp_path, log)
 
 
 def test_unusable_lock_file_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "port-23457.lock").mkdir()
+    (tmp_path / "name-beta.lock").mkdir()
     with pytest.raises(
-        LockError, match=r"Cannot open the lock file .*port-23457.lock: Is a directory"
+        LockError, match=r"Cannot open the lock file .*name-beta.lock: Is a directory"
     ):
-        lock_resource("port", lambda taken: 23457, tmp_path, log)
+        lock_resource("name", lambda taken: "beta", tmp_path, log)
     target = tmp_path / "elsewhere"
     target.write_text("")
-    (tmp_path / "port-23458.lock").symlink_to(target)
-    with pytest.raises(LockError, match=r"Cannot open the lock file .*port-23458.lock"):
-        lock_resource("port", lambda taken: 23458, tmp_path, log)
+    (tmp_path / "name-gamma.lock").symlink_to(target)
+    with pytest.raises(LockError, match=r"Cannot open the lock file .*name-gamma.lock"):
+        lock_resource("name", lambda taken: "gamma", tmp_path, log)
 
 
 def test_lock_dir_that_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(FolderError, match="Cannot create the folder .*file/locks"):
-        get_free_port(tmp_path / "file" / "locks", log)
+        lock_resource("slot", lambda taken: 1, tmp_path / "file" / "locks", log)
 
 
-def test_port_range_with_nothing_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ephemeral_range_that_covers_every_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     range_file = tmp_path / "ip_local_port_range"
     range_file.write_text("1024\t65535\n")
-    monkeypatch.setattr(locks, "PORT_RANGE_FILE", str(range_file))
-    started = time.monotonic()
-    with pytest.raises(
-        LockError, match=r"No port is left to hand out: the ephemeral range 1024-65535"
-    ):
-        get_free_port(tmp_path, log)
-    assert time.monotonic() - started < 10
+    monkeypatch.setattr(ports, "PORT_RANGE_FILE", str(range_file))
+    port = get_free_port(tmp_path, log)
+    assert 10000 <= port <= 65535
+    unlock_port(port, tmp_path, log)
+
+
+def test_port_range_that_is_all_taken(tmp_path: Path) -> None:
+    first = get_free_port(tmp_path, log, port_range=(40000, 40100))
+    held = [first]
+    with pytest.raises(LockError) as caught:
+        for _ in range(200):
+            held.append(get_free_port(tmp_path, log, port_range=(40000, 40100)))
+    assert str(caught.value).startswith("Every port in 40000-40100 is reserved or does not bind")
+    assert "--services-port-range=LOW-HIGH" in str(caught.value)
+    assert all(40000 <= port <= 40100 for port in held)
+    for port in held:
+        unlock_port(port, tmp_path, log)
 
 
 def test_getter_that_proposes_only_taken_resources_gives_up(tmp_path: Path) -> None:
     lock_resource("slot", lambda taken: 1, tmp_path, log)
-    with pytest.raises(LockError, match=r"No free slot found in .* \(1 s timeout\)"):
+    with pytest.raises(LockError, match=r"No free slot found after trying 1 \(1 s timeout\)"):
         lock_resource("slot", lambda taken: 1, tmp_path, log, 1)

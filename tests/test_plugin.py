@@ -83,6 +83,42 @@ def test_xvfb_display_option_cli_and_ini(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*DISPLAY_OPTION=43*"])
     result = pytester.runpytest_subprocess("-s", "--xvfb-display", "44")
     result.stdout.fnmatch_lines(["*DISPLAY_OPTION=44*"])
+    result = pytester.runpytest_subprocess("-s", "--xvfb-display", ":45.0")  # with a screen
+    result.stdout.fnmatch_lines(["*DISPLAY_OPTION=45*"])
+
+
+def test_port_range_option_cli_and_ini(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_probe(port_getter):
+            ports = [port_getter() for _ in range(30)]
+            print(f"PORTS={min(ports)}-{max(ports)}")
+        """
+    )
+    result = pytester.runpytest_subprocess("-s", "--services-port-range=20000-20040")
+    result.stdout.fnmatch_lines(["*PORTS=200[0-4]?-200[0-4]?*"])
+    pytester.makeini("[pytest]\nservices_port_range = 21000-21040\n")
+    result = pytester.runpytest_subprocess("-s")
+    result.stdout.fnmatch_lines(["*PORTS=210[0-4]?-210[0-4]?*"])
+    result = pytester.runpytest_subprocess("-s", "--services-port-range", "22000 - 22040")
+    result.stdout.fnmatch_lines(["*PORTS=220[0-4]?-220[0-4]?*"])
+
+
+@pytest.mark.parametrize("value", ["30000", "3000-2000", "0-100", "20000-70000", "a-b"])
+@pytest.mark.parametrize("source", ["cli", "ini"])
+def test_bad_port_range_is_a_usage_error(
+    pytester: pytest.Pytester, source: str, value: str
+) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    if source == "cli":
+        result = pytester.runpytest_subprocess(f"--services-port-range={value}")
+    else:
+        pytester.makeini(f"[pytest]\nservices_port_range = {value}\n")
+        result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*Invalid port range '{value}': give LOW-HIGH with 1 <= LOW <= HIGH <= 65535*"]
+    )
 
 
 @pytest.mark.parametrize("source", ["cli", "ini"])
@@ -95,7 +131,7 @@ def test_bad_xvfb_display_is_a_usage_error(pytester: pytest.Pytester, source: st
         result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*Invalid X display 'screen': give a display number as ':N' or 'N'*"]
+        ["*Invalid X display 'screen': give a display number as ':N', ':N.S' or 'N'*"]
     )
 
 
@@ -103,12 +139,16 @@ def test_report_header_when_verbose(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     quiet = pytester.runpytest_subprocess()
     assert "services:" not in quiet.stdout.str()
-    result = pytester.runpytest_subprocess("-v", "--run-services", "--xvfb-display", ":7")
+    result = pytester.runpytest_subprocess(
+        "-v", "--run-services", "--xvfb-display", ":7", "--services-port-range=20000-29999"
+    )
     result.stdout.fnmatch_lines(
         [
             "services: started by --run-services",
-            "services folders: disk *, memory *, locks *pytest-services-locks-*",
+            "services folders: disk *, memory *, locks *pytest-services-locks-*, "
+            "host-wide locks /tmp *",
             "services X display: :7 (no Xvfb started)",
+            "services ports: 20000-29999",
         ]
     )
     result = pytester.runpytest_subprocess("-v")
