@@ -68,6 +68,9 @@ from pytest_services.service import (  # noqa: F401
 )
 from pytest_services.xvfb import xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
+#: Service sections in failing tests' reports, and services that died: hooks of their own.
+pytest_plugins = ["pytest_services.report"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("services", "real service processes (pytest-services)")

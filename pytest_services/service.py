@@ -23,6 +23,8 @@ from pytest_services.process import (
 )
 
 _UNSAFE = re.compile(r"[^\w-]")
+#: Name and scope of the fixture whose ``request`` started each running service, by pid.
+_owners: dict[int, tuple[Optional[str], str]] = {}
 
 
 class ServicesWarning(pytest.PytestWarning):
@@ -59,6 +61,11 @@ def get_worker_id(config: pytest.Config) -> str:
 def services_enabled(config: pytest.Config) -> bool:
     """Tell whether services run: in xdist workers, or with ``--run-services`` or its ini."""
     return is_xdist_worker(config) or run_services_option(config)
+
+
+def service_owner(process: ServiceProcess) -> tuple[Optional[str], str]:
+    """Name (None for a test) and scope of the fixture that started ``process``."""
+    return _owners.get(process.pid, (None, "session"))
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +136,10 @@ def watcher_getter(
                 folders.keep_logs(logs)
             raise
         services_log.debug("%s is ready, pid %d", process.name, process.pid)
+        _owners[process.pid] = (request.fixturename, request.scope)
 
         def stop() -> None:
+            _owners.pop(process.pid, None)
             process.stop()
             services_log.debug("stopped %s, pid %d", process.name, process.pid)
 

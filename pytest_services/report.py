@@ -1,0 +1,235 @@
+"""Service trouble where the user looks: in failing tests' reports and in the session summary.
+
+A failing report gets one section per service of the session, with what the service wrote
+while that test ran.  A service that exits on its own before its teardown is noticed at the
+next test boundary: a test that requests the fixture holding it errors at setup with its
+exit status and last output, its log is kept, and the summary names it.  When nothing fails
+the cost per test is a ``stat`` of each service's log and a ``poll()`` of each process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from pytest_services import folders
+from pytest_services.process import ServiceProcess, _indent, running_services
+from pytest_services.service import service_owner
+
+#: The ini option, and how many lines of each service a failing report shows by default.
+LINES_OPTION = "services_report_lines"
+DEFAULT_LINES = 20
+#: At most this many bytes of a service's output are read for one section.
+READ_LIMIT = 64 * 1024
+
+
+@dataclass
+class Death:
+    """A service seen dead before its teardown."""
+
+    name: str
+    pid: int
+    returncode: int
+    noticed_at: float
+    during: Optional[str]
+    log_path: Optional[Path]
+
+    def describe(self, now: Optional[float] = None) -> str:
+        """``service 'memcached' (pid 12) exited with code -9 (SIGKILL) by 12:03:04, ...``."""
+        code = f"code {self.returncode}"
+        if self.returncode < 0:
+            code += f" ({_signal_name(-self.returncode)})"
+        clock = time.strftime("%H:%M:%S", time.localtime(self.noticed_at))
+        text = f"service {self.name!r} (pid {self.pid}) exited with {code} by {clock}"
+        if now is not None:
+            text += f", {max(0.0, now - self.noticed_at):.1f} s ago"
+        return f"{text}, during {self.during}" if self.during else text
+
+
+class ServiceReporter:
+    """The hooks, with what they remember between two test boundaries."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        #: Services running when the current test started, with the size of their log then.
+        self._marks: dict[ServiceProcess, int] = {}
+        #: Each service's log, kept open: the last teardown may remove it before the report.
+        self._logs: dict[ServiceProcess, int] = {}
+        #: Services seen dead, and the deaths that no report has carried yet.
+        self._deaths: dict[ServiceProcess, Death] = {}
+        self._unreported: list[Death] = []
+        self._current: Optional[str] = None
+        #: The sections of the current test, once one of its phases failed.
+        self._sections: list[tuple[str, str]] = []
+        #: Set when the current test errs for a dead service: its message quotes the output.
+        self._refused = False
+        #: What the summary lists: deaths carried by reports (from xdist workers too).
+        self.summary: list[str] = []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        services = running_services()
+        self._notice_deaths(services, include_function_scope=True)
+        self._current, self._refused = item.nodeid, False
+        if self.lines:
+            if self._logs.keys() != set(services):
+                self._follow(services)
+            self._marks = {p: os.fstat(fd).st_size for p, fd in self._logs.items()}
+        if self._deaths:
+            self._refuse_dead(item, services)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        # Before the finalizers stop anything; a test may end its own function-scoped service.
+        self._notice_deaths(running_services(), include_function_scope=False)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        if self._unreported:
+            report.services_died = [  # type: ignore[attr-defined]
+                _summary_line(death) for death in self._unreported
+            ]
+            self._unreported = []
+        if report.failed and self.lines and not self._refused:
+            self._sections = self._read_sections()
+            report.sections.extend(self._sections)
+        elif call.when == "teardown" and self._sections:
+            # JUnit XML takes a test's captured output from its teardown report.
+            report.sections.extend(self._sections)
+        if call.when == "teardown":
+            self._sections = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.summary.extend(getattr(report, "services_died", ()))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.summary:
+            terminalreporter.section("services that died before their teardown", red=True)
+            for line in self.summary:
+                terminalreporter.line(line)
+
+    def _notice_deaths(self, services: list[ServiceProcess], include_function_scope: bool) -> None:
+        for process in services:
+            if process in self._deaths or process.poll() is None:
+                continue
+            if not include_function_scope and service_owner(process)[1] == "function":
+                continue
+            death = Death(
+                process.name,
+                process.pid,
+                process.returncode,
+                time.time(),
+                self._current,
+                process.log_path,
+            )
+            self._deaths[process] = death
+            self._unreported.append(death)
+            if process.log_path is not None:
+                folders.keep_logs(process.log_path.parent)
+
+    def _refuse_dead(self, item: pytest.Item, services: list[ServiceProcess]) -> None:
+        needed = set(getattr(item, "fixturenames", ()))
+        for process in services:
+            death = self._deaths.get(process)
+            fixture = service_owner(process)[0]
+            if death is None or fixture not in needed:
+                continue
+            lines = [
+                f"{death.describe(time.time())}; the fixture {fixture!r} that started it "
+                "cannot be used any more.",
+                f"  command: {' '.join(process.command)}",
+            ]
+            if death.log_path is not None:
+                lines.append(f"  output: {death.log_path}")
+            tail = process.log_tail(self.lines or DEFAULT_LINES)
+            lines.append(
+                f"  last lines of its output:\n{_indent(tail)}" if tail else "  it printed nothing"
+            )
+            self._refused = True
+            pytest.fail("\n".join(lines), pytrace=False)
+
+    def _read_sections(self) -> list[tuple[str, str]]:
+        """One report section per service: what it wrote since the test started."""
+        self._follow(running_services(), close=False)
+        return [
+            (
+                f"Captured stdout of service {process.name!r} (pid {process.pid})",
+                _read_since(fd, self._marks.get(process, 0), self.lines)
+                or "no output during this test",
+            )
+            for process, fd in self._logs.items()
+        ]
+
+    def _follow(self, services: list[ServiceProcess], close: bool = True) -> None:
+        """Open the logs of new services; with ``close``, close those of stopped ones."""
+        for process in services:
+            if process not in self._logs and process.log_path is not None:
+                with contextlib.suppress(OSError):  # removed already: nothing to show
+                    self._logs[process] = os.open(process.log_path, os.O_RDONLY | os.O_CLOEXEC)
+        if close:
+            running = set(services)
+            for process in [p for p in self._logs if p not in running]:
+                os.close(self._logs.pop(process))
+
+    def pytest_unconfigure(self) -> None:
+        for fd in self._logs.values():
+            os.close(fd)
+        self._logs.clear()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        LINES_OPTION,
+        f"lines of each service's output in a failing test's report (default {DEFAULT_LINES}; "
+        "0 turns the sections off)",
+        default=str(DEFAULT_LINES),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ServiceReporter(report_lines(config)), "services-report")
+
+
+def report_lines(config: pytest.Config) -> int:
+    """The value of the ``services_report_lines`` ini option; a usage error if malformed."""
+    value = str(config.getini(LINES_OPTION)).strip()
+    if not value.isdigit():
+        raise pytest.UsageError(
+            f"{LINES_OPTION} must be a whole number of lines (0 turns the service sections "
+            f"off), not {value!r}."
+        )
+    return int(value)
+
+
+def _read_since(fd: int, start: int, lines: int) -> str:
+    """The last ``lines`` lines written to the log ``fd`` from byte ``start`` on."""
+    end = os.fstat(fd).st_size
+    if end < start:
+        start = 0  # the log was truncated: all of it is new
+    start = max(start, end - READ_LIMIT)
+    text = os.pread(fd, end - start, start).decode(errors="replace").rstrip()
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _summary_line(death: Death) -> str:
+    where = f"; log: {death.log_path}" if death.log_path is not None else ""
+    return f"{death.describe()}{where}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
