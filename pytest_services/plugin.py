@@ -66,6 +66,7 @@ from pytest_services.service import (  # noqa: F401
     watcher_getter,
     worker_id,
 )
+from pytest_services.shared import RunKeeperPlugin, shared_service  # noqa: F401
 from pytest_services.xvfb import xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
 #: Service sections in failing tests' reports, and services that died: hooks of their own.
@@ -117,6 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _reaper.set_lifeline(os.getppid())
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.import_plugin("pytest_services._xdist_compat")
+        config.pluginmanager.register(RunKeeperPlugin(), "pytest_services.run_keeper")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
