@@ -195,11 +195,15 @@ def _server_version(binary: str, cache_dir: str) -> str:
 
 
 def cache_root(memory_root_dir: str) -> str:
-    """The user's cache folder shared by all sessions, created private (mode 0700)."""
+    """The user's cache folder shared by all sessions, created private (mode 0700).
+
+    Relative paths (in ``PYTEST_SERVICES_CACHE_DIR`` too) are taken from the current folder.
+    """
     configured = os.environ.get(CACHE_DIR_ENV)
     if configured:
-        return private_dir(configured)
-    return private_dir(os.path.join(memory_root_dir, f"pytest-services-cache-{os.getuid()}"))
+        return private_dir(os.path.abspath(configured))
+    parent = os.path.abspath(memory_root_dir)
+    return private_dir(os.path.join(parent, f"pytest-services-cache-{os.getuid()}"))
 
 
 def _digest(text: str) -> str:
@@ -446,7 +450,10 @@ def get_server(memory_root_dir: str) -> MySQLServer:
 def defaults_file_text(
     server: MySQLServer, data_dir: str, socket: str, pid_file: str, tmp_dir: str
 ) -> str:
-    """The contents of the server's own ``my.cnf``."""
+    """The contents of the server's own ``my.cnf`` (relative paths made absolute)."""
+    data_dir, socket, pid_file, tmp_dir = map(
+        os.path.abspath, (data_dir, socket, pid_file, tmp_dir)
+    )
     lines = [
         "# Written by pytest-services for one test session; the system my.cnf is not read.",
         "[mysqld]",

@@ -1,10 +1,11 @@
 """A watchdog process that stops this process's services if this process dies.
 
 The first service started spawns the watchdog: a tiny Python process in its own session
-that reads process-group ids from a pipe (``+PGID`` to watch, ``-PGID`` to forget).  When the
-pipe reaches end-of-file -- because pytest exited, or was killed with SIGKILL or SIGTERM --
-the watchdog sends SIGTERM to every group still watched, waits briefly, SIGKILLs them and
-exits.  Unlike ``PR_SET_PDEATHSIG`` this reaches grandchildren and survives services that
+that reads process-group ids from a pipe (``+PGID`` to watch, ``-PGID`` to forget), and
+folders (``D`` or ``d`` and the path in hexadecimal) to remove.  When the pipe reaches
+end-of-file -- because pytest exited, or was killed with SIGKILL or SIGTERM -- the watchdog
+sends SIGTERM to every group still watched, waits briefly, SIGKILLs them, removes the folders
+still named and exits.  Unlike ``PR_SET_PDEATHSIG`` this reaches grandchildren and survives services that
 change their user.
 
 A pytest-xdist worker can outlive its controller for as long as its current test runs, so
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +35,7 @@ _lock = threading.Lock()
 _watchdog: subprocess.Popen[bytes] | None = None
 _owner_pid: int | None = None
 _watched: set[int] = set()
+_folders: set[str] = set()
 _lifeline: int | None = None
 #: How often the watchdog checks its lifeline where the kernel has no pidfd_open.
 LIFELINE_POLL = 0.25
@@ -53,6 +56,23 @@ def forget(pgid: int) -> None:
         _watched.discard(pgid)
         if _watchdog is not None:
             _send(f"-{pgid}\n")
+
+
+def watch_folder(path: str) -> None:
+    """Have the watchdog remove folder ``path`` if this process dies before it does."""
+    with _lock:
+        _adopt()
+        _folders.add(path)
+        _send(f"D{path.encode().hex()}\n")
+
+
+def forget_folder(path: str) -> None:
+    """Tell the watchdog that folder ``path`` was removed, or is to be kept."""
+    with _lock:
+        _adopt()
+        _folders.discard(path)
+        if _watchdog is not None:
+            _send(f"d{path.encode().hex()}\n")
 
 
 def start() -> None:
@@ -87,6 +107,7 @@ def close() -> None:
             return
         watchdog, _watchdog = _watchdog, None
         _watched.clear()
+        _folders.clear()
         with contextlib.suppress(OSError):
             assert watchdog.stdin is not None
             watchdog.stdin.close()
@@ -103,6 +124,7 @@ def _adopt() -> None:
     if _owner_pid != os.getpid():
         _watchdog, _owner_pid = None, os.getpid()
         _watched.clear()
+        _folders.clear()
 
 
 def _send(line: str) -> None:
@@ -126,6 +148,7 @@ def _send(line: str) -> None:
     )
     assert _watchdog.stdin is not None
     state = [f"+{pgid}\n" for pgid in sorted(_watched)]
+    state += [f"D{path.encode().hex()}\n" for path in sorted(_folders)]
     if _lifeline is not None:
         state.append(f"!{_lifeline}\n")
     _watchdog.stdin.write("".join(state).encode())
@@ -166,7 +189,7 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
-def _watch_until_orphaned(groups: set[int]) -> None:
+def _watch_until_orphaned(groups: set[int], folders: set[str]) -> None:
     """Read commands from stdin until it closes or the lifeline process ends."""
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ, "pipe")
@@ -187,6 +210,10 @@ def _watch_until_orphaned(groups: set[int]) -> None:
                     groups.add(int(number))
                 elif kind == b"-":
                     groups.discard(int(number))
+                elif kind == b"D":
+                    folders.add(bytes.fromhex(number.decode()).decode())
+                elif kind == b"d":
+                    folders.discard(bytes.fromhex(number.decode()).decode())
                 elif kind == b"!" and lifeline is None:
                     pidfd = _open_lifeline(int(number))
                     if pidfd is None:
@@ -202,12 +229,18 @@ def _main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     groups: set[int] = set()
-    _watch_until_orphaned(groups)
+    folders: set[str] = set()
+    _watch_until_orphaned(groups, folders)
     _kill_all(groups, signal.SIGTERM)
     deadline = time.monotonic() + REAP_GRACE
     while time.monotonic() < deadline and any(_alive(pgid) for pgid in groups):
         time.sleep(0.02)
     _kill_all(groups, signal.SIGKILL)
+    deadline = time.monotonic() + REAP_GRACE
+    while time.monotonic() < deadline and any(_alive(pgid) for pgid in groups):
+        time.sleep(0.02)  # a dying server may still write into its folder
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,17 @@
 Every folder a session creates is private to the user (mode 0700) and removed at the end of
 the session.  ``lock_dir`` is the exception: it is shared by all sessions of the user on the
 host, so its place depends on nothing that may differ between two sessions.
+
+A session that is killed cannot remove its folders, so two others do: its watchdog removes
+them within seconds of its death, and each new session sweeps the folders of dead sessions
+of the same user.  A session folder holds a lock file (``.owner.lock``) that its session
+keeps locked; a folder whose lock can be taken belongs to nobody alive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import stat
@@ -19,6 +25,8 @@ from typing import Union
 
 import pytest
 
+from pytest_services import _reaper
+
 StrPath = Union[str, "os.PathLike[str]"]
 
 #: Below this much free space, ``memory_root_dir`` falls back to ``root_dir``.
@@ -27,6 +35,12 @@ SHM = "/dev/shm"
 #: Folder of service logs inside ``base_dir``, and the mark that keeps it after the session.
 LOGS = "logs"
 KEEP_LOGS = ".keep"
+#: Session folders are named ``PREFIX{worker_id}-XXXXXXXX``, and hold the owner's lock file.
+PREFIX = "pytest-services-"
+OWNER_LOCK = ".owner.lock"
+
+#: Lock descriptors of the session folders this process owns, by folder.
+_owned: dict[str, int] = {}
 
 
 class FolderError(Exception):
@@ -78,13 +92,69 @@ def memory_root(root_dir: StrPath) -> str:
 
 
 def _session_dir(parent: StrPath, worker_id: str) -> str:
+    """Create a private session folder in ``parent``, locked as this process's own."""
     try:
         os.makedirs(parent, exist_ok=True)
-        return tempfile.mkdtemp(prefix=f"pytest-services-{worker_id}-", dir=parent)
+        path = tempfile.mkdtemp(prefix=f"{PREFIX}{worker_id}-", dir=parent)
+        # Locked under another name, then renamed: a sweeper never finds it unlocked.
+        temporary = os.path.join(path, ".owner.tmp")
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(temporary, os.path.join(path, OWNER_LOCK))
     except OSError as exc:
         raise FolderError(
             f"Cannot create a folder in {os.fspath(parent)}: {exc.strerror}."
         ) from exc
+    _owned[path] = fd
+    _reaper.watch_folder(path)
+    return path
+
+
+def _release_session_dir(path: str) -> None:
+    """Give up ownership of a session folder (before removing it or keeping part of it)."""
+    _reaper.forget_folder(path)
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(path, OWNER_LOCK))
+    fd = _owned.pop(path, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def sweep_dead_sessions(parent: StrPath, services_log: Logger) -> list[str]:
+    """Remove the session folders in ``parent`` of this user's sessions that died; list them."""
+    removed = []
+    try:
+        entries = [entry for entry in os.listdir(parent) if entry.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        path = os.path.join(os.fspath(parent), entry)
+        if path in _owned:
+            continue
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            fd = os.open(os.path.join(path, OWNER_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not a session folder, or one that is being created or removed
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its session is alive
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        services_log.info("removed %s, left behind by a session that died", path)
+        removed.append(path)
+    return removed
+
+
+def absolute(config: pytest.Config, path: StrPath) -> str:
+    """``path`` as an absolute path; a relative one is taken from where pytest was started."""
+    return os.path.normpath(os.path.join(config.invocation_params.dir, os.fspath(path)))
 
 
 def _sub_dir(parent: str, name: str, services_log: Logger) -> str:
@@ -101,11 +171,16 @@ def root_dir() -> str:
 
 
 @pytest.fixture(scope="session")
-def base_dir(root_dir: StrPath, worker_id: str, services_log: Logger) -> Iterator[str]:
+def base_dir(
+    request: pytest.FixtureRequest, root_dir: StrPath, worker_id: str, services_log: Logger
+) -> Iterator[str]:
     """Private folder of this session (and worker) on disk, removed when the session ends."""
-    path = _session_dir(root_dir, worker_id)
+    parent = absolute(request.config, root_dir)
+    sweep_dead_sessions(parent, services_log)
+    path = _session_dir(parent, worker_id)
     services_log.debug("created base dir %s", path)
     yield path
+    _release_session_dir(path)
     logs = os.path.join(path, LOGS)
     if os.path.exists(os.path.join(logs, KEEP_LOGS)):
         # A service failed to start and its error named a log here: keep the logs only.
@@ -125,17 +200,22 @@ def temp_dir(base_dir: str, services_log: Logger) -> str:
 
 
 @pytest.fixture(scope="session")
-def memory_root_dir(root_dir: StrPath) -> str:
+def memory_root_dir(request: pytest.FixtureRequest, root_dir: StrPath) -> str:
     """Parent of ``memory_base_dir``: ``/dev/shm`` when present and roomy, else ``root_dir``."""
-    return memory_root(root_dir)
+    return memory_root(absolute(request.config, root_dir))
 
 
 @pytest.fixture(scope="session")
-def memory_base_dir(memory_root_dir: str, worker_id: str, services_log: Logger) -> Iterator[str]:
+def memory_base_dir(
+    request: pytest.FixtureRequest, memory_root_dir: StrPath, worker_id: str, services_log: Logger
+) -> Iterator[str]:
     """Private in-memory folder of this session (and worker), removed when the session ends."""
-    path = _session_dir(memory_root_dir, worker_id)
+    parent = absolute(request.config, memory_root_dir)
+    sweep_dead_sessions(parent, services_log)
+    path = _session_dir(parent, worker_id)
     services_log.debug("created memory base dir %s", path)
     yield path
+    _release_session_dir(path)
     shutil.rmtree(path, ignore_errors=True)
     services_log.debug("removed memory base dir %s", path)
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +126,127 @@ def test_socket_path_too_long_for_a_unix_socket(tmp_path: Path) -> None:
     assert socket_path(tmp_path, "ok.sock") == str(tmp_path / "ok.sock")
     with pytest.raises(FolderError, match=r"is longer than 107 bytes, the limit of unix sockets"):
         socket_path(tmp_path / ("x" * 120), "server.sock")
+
+
+HOLD_FOLDERS = """
+    import json, os, pathlib, time
+    from pytest_services import _reaper
+
+    def test_hold(base_dir, memory_base_dir, temp_dir, watcher_getter, request):
+        pathlib.Path(temp_dir, "data").write_bytes(b"x" * 4096)
+        watcher_getter("sleep", ["600"], request=request)
+        info = dict(base_dir=base_dir, memory_base_dir=memory_base_dir,
+                    watchdog=_reaper.watchdog_pid())
+        pathlib.Path({out!r}).write_text(json.dumps(info))
+        time.sleep(600)
+"""
+
+
+def _hold_folders(pytester: pytest.Pytester, name: str) -> tuple[Any, dict[str, Any]]:
+    out = pytester.path / f"{name}.json"
+    pytester.makepyfile(**{f"test_{name}": HOLD_FOLDERS.format(out=str(out))})
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--run-services", "-p", "no:cacheprovider",
+         "-p", "no:xdist", f"test_{name}.py"],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not out.exists() or not out.read_text():
+        assert inner.poll() is None, "inner pytest ended early"
+        assert time.monotonic() < deadline, "inner pytest never created its folders"
+        time.sleep(0.05)
+    return inner, json.loads(out.read_text())
+
+
+def _gone_within(paths: list[str], seconds: float) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while any(os.path.exists(p) for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in paths if os.path.exists(p)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_folders_of_a_killed_session_are_removed(pytester: pytest.Pytester, signum: int) -> None:
+    inner, info = _hold_folders(pytester, "killed")
+    folders = [info["base_dir"], info["memory_base_dir"]]
+    assert all(os.path.isdir(path) for path in folders)
+    inner.send_signal(signum)
+    inner.wait(30)
+    assert _gone_within(folders, 15) == [], "a killed session left its folders"
+
+
+def test_next_session_sweeps_folders_of_dead_sessions_only(pytester: pytest.Pytester) -> None:
+    dead, dead_info = _hold_folders(pytester, "dead")
+    live, live_info = _hold_folders(pytester, "live")
+    try:
+        os.kill(dead_info["watchdog"], signal.SIGKILL)  # nothing can clean up after it now
+        dead.kill()
+        dead.wait()
+        dead_folders = [dead_info["base_dir"], dead_info["memory_base_dir"]]
+        time.sleep(1)
+        assert all(os.path.isdir(path) for path in dead_folders)
+        pytester.makepyfile(test_next="def test_next(base_dir, memory_base_dir): pass")
+        result = pytester.runpytest_subprocess("-p", "no:xdist", "test_next.py")
+        result.assert_outcomes(passed=1)
+        assert [p for p in dead_folders if os.path.exists(p)] == []
+        assert os.path.isdir(live_info["base_dir"]) and os.path.isdir(live_info["memory_base_dir"])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_relative_paths_are_taken_from_where_pytest_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A short folder, so that the socket paths below it fit in a unix socket address.
+    where = Path(tempfile.mkdtemp(prefix="rel-", dir="/tmp"))
+    try:
+        (where / "conftest.py").write_text(
+            textwrap.dedent(
+                """
+                import pytest
+
+                @pytest.fixture(scope="session")
+                def root_dir():
+                    return "disk"
+
+                @pytest.fixture(scope="session")
+                def memory_root_dir():
+                    return "memory"
+                """
+            )
+        )
+        (where / "test_relative.py").write_text(
+            textwrap.dedent(
+                """
+                import os
+
+                import MySQLdb
+
+                def test_services(memcached_client, mysql_database, mysql_socket, base_dir,
+                                  memory_base_dir):
+                    memcached_client.set("key", "value")
+                    assert memcached_client.get("key") == "value"
+                    db = MySQLdb.connect(unix_socket=mysql_socket, user="root", db=mysql_database)
+                    db.cursor().execute("CREATE TABLE t (i INT)")
+                    assert base_dir.startswith(os.path.join(os.getcwd(), "disk", ""))
+                    assert memory_base_dir.startswith(os.path.join(os.getcwd(), "memory", ""))
+                """
+            )
+        )
+        monkeypatch.setenv("PYTEST_SERVICES_CACHE_DIR", ".ci-cache/pytest-services")
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "--run-services", "-p", "no:xdist",
+             "-p", "no:cacheprovider", "-q"],
+            cwd=where,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout
+        assert "1 passed" in result.stdout
+        assert (where / ".ci-cache" / "pytest-services" / "mysql").is_dir()
+    finally:
+        shutil.rmtree(where)
