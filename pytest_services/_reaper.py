@@ -5,8 +5,8 @@ that reads process-group ids from a pipe (``+PGID`` to watch, ``-PGID`` to forge
 folders (``D`` or ``d`` and the path in hexadecimal) to remove.  When the pipe reaches
 end-of-file -- because pytest exited, or was killed with SIGKILL or SIGTERM -- the watchdog
 sends SIGTERM to every group still watched, waits briefly, SIGKILLs them, removes the folders
-still named and exits.  Unlike ``PR_SET_PDEATHSIG`` this reaches grandchildren and survives services that
-change their user.
+still named and exits.  Unlike ``PR_SET_PDEATHSIG`` this reaches grandchildren and survives
+services that change their user.
 
 A pytest-xdist worker can outlive its controller for as long as its current test runs, so
 a worker also names a *lifeline* (``!PID``, the controller): the watchdog acts when that

@@ -122,7 +122,7 @@ def _release_session_dir(path: str) -> None:
 
 def sweep_dead_sessions(parent: StrPath, services_log: Logger) -> list[str]:
     """Remove the session folders in ``parent`` of this user's sessions that died; list them."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = [entry for entry in os.listdir(parent) if entry.startswith(PREFIX)]
     except OSError:
