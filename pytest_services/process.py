@@ -9,32 +9,53 @@ these to pytest's finalizers.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
+import queue
 import shlex
-import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 from pytest_services import _reaper
+from pytest_services._commands import (
+    TAIL_LINES,
+    CalledProcessWithOutputError,
+    ServiceError,
+    StrPath,
+    _describe_exit,
+    _indent,
+    _last_lines,
+    check_output,
+    find_executable,
+    find_program,
+)
+from pytest_services._groups import group_alive, signal_group, wait_for_group
 
-StrPath = Union[str, "os.PathLike[str]"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "CalledProcessWithOutputError",
+    "ServiceError",
+    "ServiceProcess",
+    "ServiceStartError",
+    "StrPath",
+    "_indent",
+    "_last_lines",
+    "check_output",
+    "find_executable",
+    "find_program",
+    "running_services",
+    "start_service",
+]
 
 #: Shortest and longest pause between two readiness checks.
 FIRST_DELAY = 0.001
 MAX_DELAY = 0.05
 #: Seconds between SIGTERM and SIGKILL when stopping a service.
 DEFAULT_GRACE = 5.0
-#: How many lines of a service's output an error message quotes.
-TAIL_LINES = 20
-
-
-class ServiceError(Exception):
-    """A service could not be started or was not ready in time."""
 
 
 class ServiceStartError(ServiceError):
@@ -63,37 +84,6 @@ class ServiceStartError(ServiceError):
         elif returncode is not None or log_path is not None:
             lines.append("  it printed nothing")
         super().__init__("\n".join(lines))
-
-
-class CalledProcessWithOutputError(subprocess.CalledProcessError):
-    """A command exited with a non-zero code; carries its ``output`` and ``err``."""
-
-    def __init__(self, returncode: int, cmd: Any, output: bytes, err: bytes) -> None:
-        super().__init__(returncode, cmd, output, err)
-        self.err = err
-
-    def __str__(self) -> str:
-        lines = [f"Command {_describe_exit(self.returncode)}.", f"  command: {_join(self.cmd)}"]
-        for label, data in (("stdout", self.output), ("stderr", self.err)):
-            if data:
-                text = _last_lines(data.decode(errors="replace"))
-                lines.append(f"  last lines of its {label}:\n{_indent(text)}")
-        return "\n".join(lines)
-
-
-def check_output(*popenargs: Any, **kwargs: Any) -> tuple[bytes, bytes]:
-    """Run a command and return its ``(stdout, stderr)``; raise on a non-zero exit code."""
-    for stream in ("stdout", "stderr"):
-        if stream in kwargs:
-            raise ValueError(f"{stream} argument not allowed, it will be overridden.")
-    process = subprocess.Popen(  # type: ignore[call-overload]
-        *popenargs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
-    )
-    output, err = process.communicate()
-    if process.returncode:
-        cmd = kwargs.get("args", popenargs[0] if popenargs else None)
-        raise CalledProcessWithOutputError(process.returncode, cmd, output, err)
-    return output, err
 
 
 class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
@@ -130,15 +120,15 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
         try:
             if grace > 0:
                 deadline = time.monotonic() + grace
-                _signal_group(self.pgid, signal.SIGTERM)
+                signal_group(self.pgid, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.wait(timeout=grace)  # the leader first: no polling in the usual case
-                _wait_for_group(self, deadline)
-            if grace <= 0 or _group_alive(self.pgid):
-                _signal_group(self.pgid, signal.SIGKILL)
+                wait_for_group(self, deadline)
+            if grace <= 0 or group_alive(self.pgid):
+                signal_group(self.pgid, signal.SIGKILL)
                 self.wait()
-                if _group_alive(self.pgid):
-                    _wait_for_group(self, time.monotonic() + 10.0)
+                if group_alive(self.pgid):
+                    wait_for_group(self, time.monotonic() + 10.0)
             self.wait()
         finally:
             _reaper.forget(self.pgid)
@@ -155,50 +145,6 @@ _running: dict[int, ServiceProcess] = {}
 def running_services() -> list[ServiceProcess]:
     """The services this process started and has not stopped yet, oldest first."""
     return list(_running.values())
-
-
-def find_program(
-    names: str | Sequence[str],
-    package: str,
-    *,
-    first: Sequence[str] = (),
-    then: Sequence[str] = (),
-) -> str:
-    """Path of the first of ``names`` found in ``first``, on PATH, then in ``then``.
-
-    Raises an error naming the Debian ``package`` that provides the program when none is
-    found.
-    """
-    candidates = (names,) if isinstance(names, str) else tuple(names)
-    search = os.pathsep.join([*first, os.environ.get("PATH", os.defpath), *then])
-    for name in candidates:
-        found = shutil.which(name, path=search)
-        if found is not None:
-            return found
-    raise ServiceError(
-        f"{' or '.join(candidates)} is not installed: not found in {search}. "
-        f"Install the Debian package {package!r}: apt-get install {package}"
-    )
-
-
-def find_executable(name: StrPath, cwd: StrPath | None = None) -> str:
-    """Resolve a command name the way ``execvp`` would, or raise a clear error."""
-    text = os.fspath(name)
-    if os.sep in text:
-        path = Path(cwd or ".", text) if not os.path.isabs(text) else Path(text)
-        if not path.exists():
-            raise ServiceError(f"Cannot start {text!r}: {path.absolute()} does not exist.")
-        if not path.is_file() or not os.access(path, os.X_OK):
-            raise ServiceError(
-                f"Cannot start {text!r}: {path.absolute()} is not an executable file."
-            )
-        return text
-    found = shutil.which(text)
-    if found is None:
-        raise ServiceError(
-            f"Cannot start {text!r}: no such executable on PATH ({os.environ.get('PATH', '')})."
-        )
-    return found
 
 
 def start_service(
@@ -220,7 +166,7 @@ def start_service(
     """
     kwargs = dict(popen_kwargs or {})
     executable = find_executable(name, kwargs.get("cwd"))
-    command = [executable, *(os.fspath(arg) for arg in arguments or ())]
+    command = [executable, *_arguments(arguments)]
     label = Path(os.fspath(name)).name
     log_path, log_file = _open_log(label, log_dir, kwargs)
     bind = getattr(checker, "bind", None)
@@ -256,22 +202,49 @@ def start_service(
     return process
 
 
+#: The next log number to try, by log folder and service name.
+_log_numbers: dict[tuple[str, str], int] = {}
+
+
+def _arguments(arguments: Sequence[StrPath] | None) -> list[str]:
+    """The arguments as strings; anything but a list of ``str`` and paths is refused."""
+    if arguments is None:
+        return []
+    if isinstance(arguments, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"arguments must be a list of strings, not the {type(arguments).__name__} "
+            f"{arguments!r}: write [{arguments!r}] for one argument."
+        )
+    result = []
+    for index, argument in enumerate(arguments):
+        if not isinstance(argument, (str, os.PathLike)):
+            raise TypeError(
+                f"arguments[{index}] is the {type(argument).__name__} {argument!r}; arguments "
+                f"must be str or pathlib.Path: write {str(argument)!r}."
+            )
+        result.append(os.fspath(argument))
+    return result
+
+
 def _open_log(
     label: str, log_dir: StrPath | None, kwargs: dict[str, Any]
 ) -> tuple[Path | None, IO[bytes] | None]:
     if log_dir is None or ("stdout" in kwargs and "stderr" in kwargs):
         return None, None
     os.makedirs(log_dir, mode=0o700, exist_ok=True)
-    for number in range(1000):
+    key = (os.fspath(log_dir), label)
+    number = _log_numbers.get(key, 0)  # the next free number, so each start costs the same
+    while True:
         path = Path(log_dir, f"{label}.log" if number == 0 else f"{label}-{number}.log")
         try:
             log_file = open(path, "xb")  # noqa: SIM115 - handed to the child, closed by caller
         except FileExistsError:
+            number += 1
             continue
+        _log_numbers[key] = number + 1
         kwargs.setdefault("stdout", log_file)
         kwargs.setdefault("stderr", subprocess.STDOUT if kwargs["stdout"] is log_file else log_file)
         return path, log_file
-    raise ServiceError(f"Too many logs named {label!r} in {log_dir}.")
 
 
 def _wait_until_ready(
@@ -279,6 +252,7 @@ def _wait_until_ready(
 ) -> None:
     started = time.monotonic()
     deadline = started + timeout
+    calls = _CheckerCalls(checker)
     while True:
         returncode = process.poll()
         if returncode is not None:
@@ -287,16 +261,23 @@ def _wait_until_ready(
                 f"Service {process.name!r} {_describe_exit(returncode)} before it was ready "
                 f"({time.monotonic() - started:.2f} s after start).",
             )
-        if checker is None or _checked(checker):
+        if checker is None or calls.check(deadline):
             return
         now = time.monotonic()
+        if calls.hung:
+            raise _start_error(
+                process,
+                f"Service {process.name!r} was not ready after {timeout:g} s: its checker "
+                f"{_checker_name(checker)} was called and had not returned by then.",
+            )
         if now >= deadline:
             raise _start_error(
                 process,
                 f"Service {process.name!r} was not ready after {timeout:g} s: "
                 f"its checker {_checker_name(checker)} never returned a true value.",
             )
-        time.sleep(min(_next_delay(now - started), deadline - now))
+        if not calls.pending:  # else its answer is awaited in the next round, without a pause
+            time.sleep(min(_next_delay(now - started), deadline - now))
 
 
 def _next_delay(elapsed: float) -> float:
@@ -308,12 +289,57 @@ def _next_delay(elapsed: float) -> float:
     return min(MAX_DELAY, max(FIRST_DELAY, elapsed / 10))
 
 
-def _checked(checker: Callable[[], object]) -> bool:
-    try:
-        return bool(checker())
-    except OSError:
-        # Connection refused, socket not there yet: the usual "not ready" answers.
-        return False
+class _CheckerCalls:
+    """Calls a checker on a thread of its own, so that a call that hangs cannot hold up
+    the deadline (Python cannot interrupt the call itself: that thread is left to finish it).
+
+    One thread serves all the calls of one start; ``OSError`` counts as "not ready".
+    """
+
+    def __init__(self, checker: Callable[[], object] | None) -> None:
+        self.checker = checker
+        self.hung = False
+        self._requests: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[tuple[bool, BaseException | None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.pending = False
+
+    def _serve(self) -> None:
+        assert self.checker is not None
+        while True:
+            self._requests.get()
+            try:
+                self._answers.put((bool(self.checker()), None))
+            except OSError:
+                # Connection refused, socket not there yet: the usual "not ready" answers.
+                self._answers.put((False, None))
+            except BaseException as exc:  # handed to the caller, which raises it
+                self._answers.put((False, exc))
+
+    def check(self, deadline: float) -> bool:
+        """Ask the checker, waiting at most ``MAX_DELAY`` for its answer.
+
+        False if it says no, or has not answered yet (it is then asked nothing more until it
+        does); ``hung`` tells that it was still running at ``deadline``.
+        """
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="checker", daemon=True)
+            self._thread.start()
+        if not self.pending:
+            self._requests.put(None)
+            self.pending = True
+        remaining = deadline - time.monotonic()
+        # Past the deadline, a call just made still gets a moment to answer.
+        wait = min(MAX_DELAY, remaining) if remaining > 0 else MAX_DELAY
+        try:
+            ready, error = self._answers.get(timeout=wait)
+        except queue.Empty:
+            self.hung = time.monotonic() >= deadline
+            return False
+        self.pending = False
+        if error is not None:
+            raise error
+        return ready
 
 
 def _start_error(process: ServiceProcess, message: str) -> ServiceStartError:
@@ -340,82 +366,7 @@ def _read_pipes(process: ServiceProcess) -> str:
     return _last_lines(text)
 
 
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
 def _checker_name(checker: Callable[[], object]) -> str:
     """``name()`` for a function, the ``repr`` of other checkers (``tcp(127.0.0.1:80)``)."""
     name = getattr(checker, "__qualname__", None)
     return f"{name}()" if name else repr(checker)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        # A member changed its user and we may not signal it; signal what we can.
-        for pid in _group_members(pgid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signum)
-
-
-def _wait_for_group(process: ServiceProcess, deadline: float) -> None:
-    delay = FIRST_DELAY
-    while time.monotonic() < deadline:
-        process.poll()  # reap the leader so that it does not count as alive
-        if not _group_alive(process.pgid):
-            return
-        time.sleep(delay)
-        delay = min(delay * 1.5, MAX_DELAY)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Return the pids in process group ``pgid`` that are not zombies (Linux ``/proc``)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError as exc:
-        if exc.errno != errno.EPERM:
-            return False
-    # Some process is in the group; zombies count too, so ask /proc where it exists.
-    if os.path.isdir("/proc/self"):
-        return bool(_group_members(pgid))
-    return True
-
-
-def _join(command: Any) -> str:
-    if isinstance(command, (str, bytes, os.PathLike)):
-        return os.fsdecode(command)
-    return shlex.join(os.fsdecode(part) for part in command)
-
-
-def _last_lines(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"    {line}" for line in text.splitlines())

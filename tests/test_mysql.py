@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -443,3 +445,65 @@ def test_fixtures_are_listed_with_docstrings(pytester: pytest.Pytester) -> None:
     for name in FIXTURES:
         assert f"\n{name} [session scope]" in text, name
     result.stdout.fnmatch_lines(["mysql_database_getter [[]session scope[]]*", "    Function *"])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if text.encode() in cmdline.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return [pid for pid in found if pid_alive(pid)]
+
+
+def test_killed_pytest_leaves_no_cache_build_running(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, memory_dir: Path
+) -> None:
+    # The real install-db, followed by a hang, as when the bootstrap server never ends.
+    assert SERVER is not None
+    real_install_db = mysql_module._require_tool(
+        mysql_module.MySQLServer(SERVER, ""), ("mariadb-install-db", "mysql_install_db")
+    )
+    bin_dir = memory_dir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mariadbd").symlink_to(SERVER)
+    install_db = bin_dir / "mariadb-install-db"
+    install_db.write_text(f'#!/bin/sh\n{real_install_db} "$@"\nsleep 600\n')
+    install_db.chmod(0o755)
+    monkeypatch.setenv(mysql_module.SERVER_ENV, str(bin_dir / "mariadbd"))
+    cache = memory_dir / "killed-build"
+    monkeypatch.setenv(mysql_module.CACHE_DIR_ENV, str(cache))
+    inner.makepyfile(TOUCH_SERVER)
+    pytest_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--run-services",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+        ],
+        cwd=inner.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (builders := _processes_mentioning(str(cache))):
+            assert pytest_process.poll() is None, "pytest ended before building the cache"
+            assert time.monotonic() < deadline, "the cache build never started"
+            time.sleep(0.005)
+    finally:
+        pytest_process.kill()
+        pytest_process.wait()
+    deadline = time.monotonic() + 15
+    while _processes_mentioning(str(cache)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert builders and _processes_mentioning(str(cache)) == []

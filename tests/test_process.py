@@ -531,3 +531,53 @@ def test_services_of_xdist_workers_die_with_their_controller(
             for pid in workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_any_number_of_starts_of_one_binary(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    names = set()
+    for _ in range(1005):
+        proc = start_service("sleep", ["60"], log_dir=logs, grace=0)
+        proc.stop()
+        assert proc.log_path is not None
+        names.add(proc.log_path.name)
+    assert len(names) == 1005
+    assert {"sleep.log", "sleep-1.log", "sleep-1004.log"} <= names
+
+
+def test_checker_that_hangs_cannot_hold_up_the_timeout(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time
+
+        def hangs():
+            time.sleep(3600)
+
+        def test_hangs(watcher_getter, request):
+            watcher_getter("sleep", ["600"], checker=hangs, timeout=1, request=request)
+        """
+    )
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    assert time.monotonic() - started < 60
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Service 'sleep' was not ready after 1 s: its checker hangs() was called and had "
+            "not returned by then.*"
+        ]
+    )
+
+
+def test_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
+    with pytest.raises(TypeError) as caught:
+        start_service("sleep", "100", log_dir=tmp_path)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "arguments must be a list of strings, not the str '100': write ['100'] for one argument."
+    )
+    with pytest.raises(TypeError) as caught:
+        start_service("sleep", ["--x", 5], log_dir=tmp_path)  # type: ignore[list-item]
+    assert str(caught.value) == (
+        "arguments[1] is the int 5; arguments must be str or pathlib.Path: write '5'."
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing started, no log written

@@ -1,0 +1,134 @@
+"""Running commands to completion, and finding the programs that services run.
+
+Nothing here needs pytest.  :func:`check_output` runs a helper command (``xauth``,
+``mariadb-install-db``...) in a process group of its own that the watchdog knows, so that
+nothing it spawns outlives pytest either.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from pytest_services import _reaper
+from pytest_services._groups import kill_group
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+#: How many lines of a command's or service's output an error message quotes.
+TAIL_LINES = 20
+
+
+class ServiceError(Exception):
+    """A service could not be started or was not ready in time."""
+
+
+class CalledProcessWithOutputError(subprocess.CalledProcessError):
+    """A command exited with a non-zero code; carries its ``output`` and ``err``."""
+
+    def __init__(self, returncode: int, cmd: Any, output: bytes, err: bytes) -> None:
+        super().__init__(returncode, cmd, output, err)
+        self.err = err
+
+    def __str__(self) -> str:
+        lines = [f"Command {_describe_exit(self.returncode)}.", f"  command: {_join(self.cmd)}"]
+        for label, data in (("stdout", self.output), ("stderr", self.err)):
+            if data:
+                text = _last_lines(data.decode(errors="replace"))
+                lines.append(f"  last lines of its {label}:\n{_indent(text)}")
+        return "\n".join(lines)
+
+
+def check_output(*popenargs: Any, **kwargs: Any) -> tuple[bytes, bytes]:
+    """Run a command and return its ``(stdout, stderr)``; raise on a non-zero exit code."""
+    for stream in ("stdout", "stderr"):
+        if stream in kwargs:
+            raise ValueError(f"{stream} argument not allowed, it will be overridden.")
+    kwargs["start_new_session"] = True
+    kwargs.pop("process_group", None)
+    process = subprocess.Popen(  # type: ignore[call-overload]
+        *popenargs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+    )
+    _reaper.watch(process.pid)
+    try:
+        output, err = process.communicate()
+    finally:
+        kill_group(process)  # whatever it left running, or all of it when we were interrupted
+        _reaper.forget(process.pid)
+    if process.returncode:
+        cmd = kwargs.get("args", popenargs[0] if popenargs else None)
+        raise CalledProcessWithOutputError(process.returncode, cmd, output, err)
+    return output, err
+
+
+def find_program(
+    names: str | Sequence[str],
+    package: str,
+    *,
+    first: Sequence[str] = (),
+    then: Sequence[str] = (),
+) -> str:
+    """Path of the first of ``names`` found in ``first``, on PATH, then in ``then``.
+
+    Raises an error naming the Debian ``package`` that provides the program when none is
+    found.
+    """
+    candidates = (names,) if isinstance(names, str) else tuple(names)
+    search = os.pathsep.join([*first, os.environ.get("PATH", os.defpath), *then])
+    for name in candidates:
+        found = shutil.which(name, path=search)
+        if found is not None:
+            return found
+    raise ServiceError(
+        f"{' or '.join(candidates)} is not installed: not found in {search}. "
+        f"Install the Debian package {package!r}: apt-get install {package}"
+    )
+
+
+def find_executable(name: StrPath, cwd: StrPath | None = None) -> str:
+    """Resolve a command name the way ``execvp`` would, or raise a clear error."""
+    text = os.fspath(name)
+    if os.sep in text:
+        path = Path(cwd or ".", text) if not os.path.isabs(text) else Path(text)
+        if not path.exists():
+            raise ServiceError(f"Cannot start {text!r}: {path.absolute()} does not exist.")
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise ServiceError(
+                f"Cannot start {text!r}: {path.absolute()} is not an executable file."
+            )
+        return text
+    found = shutil.which(text)
+    if found is None:
+        raise ServiceError(
+            f"Cannot start {text!r}: no such executable on PATH ({os.environ.get('PATH', '')})."
+        )
+    return found
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _join(command: Any) -> str:
+    if isinstance(command, (str, bytes, os.PathLike)):
+        return os.fsdecode(command)
+    return shlex.join(os.fsdecode(part) for part in command)
+
+
+def _last_lines(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())

@@ -1,0 +1,76 @@
+"""Signalling and waiting for whole process groups (Linux ``/proc`` where it helps)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import time
+
+#: Shortest and longest pause while waiting for a group to end.
+FIRST_DELAY = 0.001
+MAX_DELAY = 0.05
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to every process of group ``pgid`` that we may signal."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        # A member changed its user and we may not signal it; signal what we can.
+        for pid in group_members(pgid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+
+
+def wait_for_group(process: subprocess.Popen, deadline: float) -> None:  # type: ignore[type-arg]
+    """Wait until the group led by ``process`` is empty, or ``deadline`` passes."""
+    delay = FIRST_DELAY
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader so that it does not count as alive
+        if not group_alive(process.pid):
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, MAX_DELAY)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Return the pids in process group ``pgid`` that are not zombies (Linux ``/proc``)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EPERM:
+            return False
+    # Some process is in the group; zombies count too, so ask /proc where it exists.
+    if os.path.isdir("/proc/self"):
+        return bool(group_members(pgid))
+    return True
+
+
+def kill_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """SIGKILL what is left of ``process``'s group (it leads one) and reap the leader."""
+    if process.poll() is None or group_alive(process.pid):
+        signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+        wait_for_group(process, time.monotonic() + 10.0)
