@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import textwrap
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, Optional
 import pytest
 
 from pytest_services import folders
-from pytest_services.process import ServiceProcess, _indent, running_services
+from pytest_services.process import ServiceProcess, running_services
 from pytest_services.service import service_owner
 
 #: The ini option, and how many lines of each service a failing report shows by default.
@@ -154,9 +155,10 @@ class ServiceReporter:
             if death.log_path is not None:
                 lines.append(f"  output: {death.log_path}")
             tail = process.log_tail(self.lines or DEFAULT_LINES)
-            lines.append(
-                f"  last lines of its output:\n{_indent(tail)}" if tail else "  it printed nothing"
-            )
+            if tail:
+                lines.append(f"  last lines of its output:\n{textwrap.indent(tail, '    ')}")
+            else:
+                lines.append("  it printed nothing")
             self._refused = True
             pytest.fail("\n".join(lines), pytrace=False)
 
