@@ -67,7 +67,7 @@ from pytest_services.service import (  # noqa: F401
     worker_id,
 )
 from pytest_services.shared import RunKeeperPlugin, shared_service  # noqa: F401
-from pytest_services.xvfb import xvfb, xvfb_display, xvfb_resolution  # noqa: F401
+from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
 #: Service sections in failing tests' reports, and services that died: hooks of their own.
 pytest_plugins = ["pytest_services.report"]

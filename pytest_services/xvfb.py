@@ -19,14 +19,13 @@ import functools
 import os
 import re
 import secrets
-import socket
-import struct
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Protocol
 
 import pytest
 
+from pytest_services._x11 import X11Handshake
 from pytest_services.displays import X_LOCK, X_SOCKET, x_lock_holder
 from pytest_services.options import xvfb_display_option
 from pytest_services.process import (
@@ -42,11 +41,12 @@ from pytest_services.service import WatcherGetter
 
 #: Width, height and depth of the screen unless ``xvfb_resolution`` is overridden.
 DEFAULT_RESOLUTION = (1366, 768, 8)
+#: Screen depths Xvfb can run.
+DEPTHS = (8, 15, 16, 24, 30)
+#: How many displays the fixture tries when X servers started elsewhere win the race for them.
+DISPLAY_TRIES = 5
 #: Seconds Xvfb gets to exit on SIGTERM, removing its lock file and socket, before SIGKILL.
 XVFB_GRACE = 2.0
-#: Longest wait for the server's answer to one connection setup.
-HANDSHAKE_TIMEOUT = 1.0
-COOKIE_PROTOCOL = "MIT-MAGIC-COOKIE-1"
 
 _OPTION = re.compile(r"^([-+][\w-]+)", re.MULTILINE)
 
@@ -113,10 +113,15 @@ def xvfb_arguments(
 
 def _checked_resolution(resolution: Sequence[int]) -> tuple[int, int, int]:
     values = tuple(resolution)
-    if len(values) != 3 or not all(isinstance(v, int) and v > 0 for v in values):
+    if len(values) != 3 or not all(type(v) is int and v > 0 for v in values):
         raise XvfbError(
-            f"Invalid xvfb_resolution {resolution!r}: give (width, height, depth), "
-            f"e.g. {DEFAULT_RESOLUTION}."
+            f"Invalid xvfb_resolution {resolution!r}: give (width, height, depth) as positive "
+            f"whole numbers, e.g. {DEFAULT_RESOLUTION}."
+        )
+    if values[2] not in DEPTHS:
+        raise XvfbError(
+            f"Invalid xvfb_resolution {resolution!r}: Xvfb cannot run a screen of depth "
+            f"{values[2]}; use one of {', '.join(map(str, DEPTHS))}."
         )
     return values[0], values[1], values[2]
 
@@ -136,91 +141,6 @@ def write_xauthority(path: StrPath, display: int, cookie: str, xauth: str = "xau
     except (OSError, CalledProcessWithOutputError) as exc:
         raise XvfbError(f"xauth could not write the cookie to {text}: {exc}") from exc
     os.chmod(text, 0o600)
-
-
-class X11Handshake:
-    """Readiness check: an X11 connection setup with the cookie on the display's unix socket.
-
-    True once the server accepts the cookie.  Until Xvfb listens, connecting fails and the
-    check says "not yet"; once connected, the reply arrives the moment the server is up (or
-    the connection drops if it dies), so the check needs no sleeping of its own.  A server
-    that does not lead a process group started by this process (another X server already on
-    the display) never counts as ready, even if it lets anyone in.
-    """
-
-    def __init__(self, display: int, cookie: str, timeout: float = HANDSHAKE_TIMEOUT) -> None:
-        self.path = X_SOCKET.format(display)
-        self.request = _setup_request(bytes.fromhex(cookie))
-        self.timeout = timeout
-        self.answer = "no connection yet"
-
-    def __call__(self) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(self.path)
-                peer = _peer_pid(sock)
-                if peer is not None and not _started_here(peer):
-                    self.answer = f"answered by pid {peer}, an X server this process did not start"
-                    return False
-                sock.sendall(self.request)
-                head = _receive(sock, 8)
-                if head[0] == 1:
-                    self.answer = "accepted"
-                    return True
-                reason = _receive(sock, struct.unpack_from("<H", head, 6)[0] * 4)
-        except OSError as exc:
-            self.answer = f"no answer ({exc})"
-            raise  # the usual "not ready yet" of the engine
-        if head[0] == 0:
-            reason = reason[: head[1]]
-        self.answer = f"refused: {reason.rstrip(bytes(1)).decode(errors='replace').strip()}"
-        return False
-
-    def __repr__(self) -> str:
-        return f"<X11 connection setup on {self.path}: {self.answer}>"
-
-
-def _peer_pid(sock: socket.socket) -> Optional[int]:
-    """The pid of the process at the other end of a unix socket, where the system tells."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None
-    size = struct.calcsize("3i")
-    pid: int = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, size))[0]
-    return pid if pid > 0 else None
-
-
-def _started_here(pid: int) -> bool:
-    """Tell whether ``pid`` is in a process group whose leader is a child of this process."""
-    try:
-        leader = os.getpgid(pid)
-        with open(f"/proc/{leader}/stat", "rb") as stat:
-            parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return True  # cannot tell: do not hold up the start
-    return parent == os.getpid()
-
-
-def _setup_request(cookie: bytes) -> bytes:
-    """An X11 connection setup request, little-endian, protocol 11.0, with a magic cookie."""
-    name = COOKIE_PROTOCOL.encode()
-    head = struct.pack("<BxHHHHxx", ord("l"), 11, 0, len(name), len(cookie))
-    return head + _padded(name) + _padded(cookie)
-
-
-def _padded(data: bytes) -> bytes:
-    return data + bytes(-len(data) % 4)
-
-
-def _receive(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionResetError("the X server closed the connection")
-        data += chunk
-    return data
 
 
 def start_xvfb(
@@ -291,21 +211,65 @@ def _exported(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
+def start_xvfb_anywhere(
+    display_getter: Callable[[], int],
+    resolution: Sequence[int],
+    xauthority_in: StrPath,
+    starter: Starter,
+    *,
+    listen_tcp: bool = True,
+) -> tuple[int, str, ServiceProcess]:
+    """Start Xvfb on a display from ``display_getter``; on another one if an X server started
+    elsewhere takes it first.  Returns the display, its Xauthority file and the process."""
+    for attempt in range(1, DISPLAY_TRIES + 1):
+        display = display_getter()
+        xauthority = os.path.join(os.fspath(xauthority_in), f"xvfb-{display}.Xauthority")
+        try:
+            return (
+                display,
+                xauthority,
+                start_xvfb(display, resolution, xauthority, starter, listen_tcp=listen_tcp),
+            )
+        except ServiceStartError:
+            if attempt == DISPLAY_TRIES or _other_server(display) is None:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # -- fixtures ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
+def _xvfb_servers() -> dict[int, tuple[str, ServiceProcess]]:
+    """The Xvfb servers that ``xvfb_display`` started, by display: Xauthority file, process."""
+    return {}
+
+
+@pytest.fixture(scope="session")
 def xvfb_display(
-    request: pytest.FixtureRequest, run_services: bool, display_getter: Callable[[], int]
+    request: pytest.FixtureRequest,
+    run_services: bool,
+    display_getter: Callable[[], int],
+    _xvfb_servers: dict[int, tuple[str, ServiceProcess]],
 ) -> Iterator[Optional[int]]:
-    """The session's X display number, exported as ``DISPLAY``; None without services or option."""
+    """The session's X display (``DISPLAY``), served by Xvfb; None without services."""
     display = xvfb_display_option(request.config)
-    if display is None and run_services:
-        display = display_getter()
-    if display is None:
+    if display is not None:
+        with _exported("DISPLAY", f":{display}"):
+            yield display
+        return
+    if not run_services:
         yield None
         return
-    with _exported("DISPLAY", f":{display}"):
+    display, xauthority, process = start_xvfb_anywhere(
+        display_getter,
+        request.getfixturevalue("xvfb_resolution"),
+        request.getfixturevalue("run_dir"),
+        functools.partial(request.getfixturevalue("watcher_getter"), request=request),
+        listen_tcp=bool(request.config.getini("xvfb_listen_tcp")),
+    )
+    _xvfb_servers[display] = (xauthority, process)
+    with _exported("DISPLAY", f":{display}"), _exported("XAUTHORITY", xauthority):
         yield display
 
 
@@ -323,11 +287,16 @@ def xvfb(
     xvfb_resolution: Sequence[int],
     run_dir: str,
     watcher_getter: WatcherGetter,
+    _xvfb_servers: dict[int, tuple[str, ServiceProcess]],
 ) -> Iterator[Optional[ServiceProcess]]:
     """The Xvfb process on ``xvfb_display``, with ``XAUTHORITY`` exported; None if none started."""
     if not run_services or xvfb_display is None or xvfb_display_option(request.config) is not None:
         yield None
         return
+    if xvfb_display in _xvfb_servers:
+        yield _xvfb_servers[xvfb_display][1]
+        return
+    # xvfb_display was overridden: start Xvfb on the display it chose.
     xauthority = os.path.join(run_dir, f"xvfb-{xvfb_display}.Xauthority")
     process = start_xvfb(
         xvfb_display,

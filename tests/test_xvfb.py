@@ -330,19 +330,79 @@ def xvfb_display():
     )
 
 
-def test_a_bad_resolution_is_explained(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("resolution", "message"),
+    [
+        ('"800x600"', "give (width, height, depth) as positive whole numbers"),
+        ("(800, 600, True)", "give (width, height, depth) as positive whole numbers"),
+        ("(800, 0, 24)", "give (width, height, depth) as positive whole numbers"),
+        ("(800, 600, 7)", "Xvfb cannot run a screen of depth 7; use one of 8, 15, 16, 24, 30"),
+        ("(800, 600, 32)", "Xvfb cannot run a screen of depth 32; use one of 8, 15, 16, 24, 30"),
+    ],
+)
+def test_a_bad_resolution_is_explained(
+    pytester: pytest.Pytester, resolution: str, message: str
+) -> None:
     pytester.makeconftest(
-        """
+        f"""
 import pytest
 
 @pytest.fixture(scope="session")
 def xvfb_resolution():
-    return "800x600"
+    return {resolution}
 """
     )
     pytester.makepyfile("def test_display(xvfb): pass")
     result = run(pytester, "--run-services")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        ["*Invalid xvfb_resolution '800x600': give (width, height, depth)*"]
+    result.stdout.fnmatch_lines([f"*Invalid xvfb_resolution *: {message}*"])
+    assert "Xvfb :" not in result.stdout.str()  # refused before Xvfb was started
+
+
+@needs_x
+def test_a_display_taken_by_another_server_after_reservation_is_given_up(
+    pytester: pytest.Pytester,
+) -> None:
+    # Another X server takes the first display handed out between its reservation and
+    # Xvfb's start, as one started by hand or by another tool can.
+    pytester.makeconftest(
+        """
+import os, subprocess, time
+import pytest
+
+@pytest.fixture(scope="session")
+def display_getter(display_getter):
+    taken = []
+
+    def getter():
+        display = display_getter()
+        if not taken:
+            server = subprocess.Popen(["Xvfb", f":{display}", "-nolisten", "tcp"],
+                                      stderr=subprocess.DEVNULL)
+            while not os.path.exists(f"/tmp/.X11-unix/X{display}"):
+                time.sleep(0.01)
+            taken.append((display, server))
+        return display
+
+    yield getter
+    for _display, server in taken:
+        server.terminate()
+        server.wait()
+    print(f"TAKEN={taken[0][0]}")
+"""
     )
+    pytester.makepyfile(
+        """
+import os, subprocess
+
+def test_display(xvfb, xvfb_display):
+    assert os.environ["DISPLAY"] == f":{xvfb_display}"
+    print(f"USED={xvfb_display}")
+    subprocess.run(["xdpyinfo"], check=True, stdout=subprocess.DEVNULL)
+"""
+    )
+    result = run(pytester, "--run-services", "-s")
+    result.assert_outcomes(passed=1)
+    taken = int(next(line for line in result.outlines if "TAKEN=" in line).split("=")[1])
+    used = int(next(line for line in result.outlines if "USED=" in line).split("USED=")[1])
+    assert used != taken
