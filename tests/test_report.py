@@ -236,3 +236,35 @@ def test_nothing_is_added_when_services_are_healthy(
     result.assert_outcomes(passed=2)
     assert "Captured stdout of service" not in result.stdout.str()
     assert "services that died" not in result.stdout.str()
+
+
+def test_sections_and_deaths_reach_the_xdist_controller(
+    pytester: pytest.Pytester, services: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import os, signal, time
+        from conftest import say
+
+        def test_fails(chatty):
+            say(chatty, "said on a worker")
+            assert False
+
+        def test_kills(quiet):
+            os.kill(quiet[0].pid, signal.SIGKILL)
+            time.sleep(0.2)
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "1")
+    result.assert_outcomes(passed=1, failed=1)
+    # Started during the setup of test_fails, so all that chatty said belongs to that test.
+    assert service_sections(result.stdout.str()) == [
+        ("chatty.py", "chatty.py starting\nsaid on a worker")
+    ]
+    result.stdout.fnmatch_lines(
+        [
+            "*= services that died before their teardown =*",
+            "service 'quiet.py' (pid *) exited with code -9 (SIGKILL) by ??:??:??, during "
+            "test_sections_and_deaths_reach_the_xdist_controller.py::test_kills; log: *.log",
+        ]
+    )
