@@ -90,17 +90,19 @@ class _Http(Checker):
         self.url, self.parts = url, parts
         self.status: Collection[int] = (status,) if isinstance(status, int) else status
         self.last_status: int | None = None
+        self.context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            # Readiness, not trust: a test server's certificate is usually self-signed.
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.context.check_hostname = False
+            self.context.verify_mode = ssl.CERT_NONE
 
     def __call__(self) -> bool:
         parts = self.parts
         connection: http_client.HTTPConnection
-        if parts.scheme == "https":
-            # Readiness, not trust: a test server's certificate is usually self-signed.
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        if self.context is not None:
             connection = http_client.HTTPSConnection(
-                parts.netloc, timeout=CALL_TIMEOUT, context=context
+                parts.netloc, timeout=CALL_TIMEOUT, context=self.context
             )
         else:
             connection = http_client.HTTPConnection(parts.netloc, timeout=CALL_TIMEOUT)
