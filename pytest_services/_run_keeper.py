@@ -120,6 +120,7 @@ class RunKeeper:
             unlock_port(port, lock_dir, self._log)
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+            _reaper.forget_folder(folder)
         if groups:
             self._log.debug("stopped the shared services of run %s", self.run_id)
 
@@ -197,10 +198,13 @@ class RunKeeper:
         groups = [int(pgid) for pgid in request.get("pgids", ())]
         for pgid in groups:
             _reaper.watch(pgid)  # before the worker forgets them: never unwatched
+        folder = request.get("folder")
+        if folder:
+            _reaper.watch_folder(str(folder))
         with self._cond:
             self._groups.extend(groups)
-            if request.get("folder"):
-                self._folders.append(str(request["folder"]))
+            if folder:
+                self._folders.append(str(folder))
         self._publish(peer, name, dict(request["outcome"]))
 
     def _publish(self, peer: _Peer, name: str, outcome: Outcome) -> None:

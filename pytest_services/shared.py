@@ -114,6 +114,7 @@ class SharedServices:
 
     def _start_for_run(self, keeper: KeeperClient, name: str, start: StartFunction) -> Outcome:
         folder = tempfile.mkdtemp(prefix="pytest-services-shared-", dir=self._root_dir)
+        _reaper.watch_folder(folder)  # until the run's keeper has it
         logs = Path(folder, folders.LOGS)
         try:
             outcome, started = self._run(name, start, logs, lambda: keeper.port(self._lock_dir))
@@ -125,6 +126,7 @@ class SharedServices:
         if "value" not in outcome:
             if not Path(logs, folders.KEEP_LOGS).exists():
                 shutil.rmtree(folder, ignore_errors=True)
+            _reaper.forget_folder(folder)  # removed, or kept for the log its error names
             keeper.finish(name, outcome, [])
             return outcome
         try:
@@ -133,8 +135,10 @@ class SharedServices:
             for process in reversed(started):
                 process.stop()
             raise
+        # The run's watchdog has them now; this worker's must not touch them when it ends.
         for process in started:
-            _reaper.forget(process.pgid)  # the run's watchdog has them; ours must not kill them
+            _reaper.forget(process.pgid)
+        _reaper.forget_folder(folder)
         return outcome
 
     def _run(

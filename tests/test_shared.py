@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -150,6 +151,7 @@ def test_the_service_survives_the_worker_that_started_it(pytester: pytest.Pytest
         test_crash="""
         import os, time
         from conftest import FOLDER, ask
+        from pytest_services.locks import locked_resources
 
         def test_a_starter_crashes(search, worker_id):
             if search["worker"] == worker_id:
@@ -157,7 +159,7 @@ def test_the_service_survives_the_worker_that_started_it(pytester: pytest.Pytest
                     f.write(str(os.getpid()))
                 os._exit(1)
 
-        def test_b_others_keep_using_it(search):
+        def test_b_others_keep_using_it(search, lock_dir):
             marker = os.path.join(FOLDER, "crashed")
             deadline = time.monotonic() + 60
             while not os.path.exists(marker) or not open(marker).read():
@@ -165,6 +167,8 @@ def test_the_service_survives_the_worker_that_started_it(pytester: pytest.Pytest
                 time.sleep(0.05)
             time.sleep(3)  # time for the crashed worker's watchdog to do its work
             assert ask(search["port"]) == search["pid"]
+            with locked_resources("port", lock_dir) as ports:
+                assert search["port"] in ports, "the port was released with its worker"
         """
     )
     result = pytester.runpytest_subprocess("-n", "3", "--dist", "each")
@@ -237,6 +241,30 @@ def test_a_worker_dying_in_start_is_an_error_for_the_others(pytester: pytest.Pyt
     result.assert_outcomes(failed=1, errors=2)
 
 
+def test_waiting_longer_than_timeout_says_who_is_starting(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, body="    time.sleep(6)\n    return 1\n", files=0)
+    pytester.makepyfile(
+        test_wait="""
+        import os, time
+        from conftest import start
+
+        def test_wait(shared_service):
+            if os.environ["PYTEST_XDIST_WORKER"] != "gw0":
+                time.sleep(0.5)  # gw0 asks first
+            assert shared_service("search", start, timeout=2) == 1
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *SharedServiceError: Shared service 'search' was not ready after 2 s: worker gw0 "
+            "(pid *) is still running its start function. If it needs longer, pass a larger "
+            "timeout: shared_service('search', start, timeout=...)."
+        ]
+    )
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_nothing_outlives_a_killed_controller(pytester: pytest.Pytester, signum: int) -> None:
     folder = make_suite(pytester, files=0)
@@ -273,6 +301,10 @@ def test_nothing_outlives_a_killed_controller(pytester: pytest.Pytester, signum:
         controller.send_signal(signum)
         controller.wait(30)
         assert wait_gone(service), "the shared service survived its controller"
+        deadline = time.monotonic() + 15
+        while leftover_folders() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftover_folders() == [], "the shared service's folder survived its controller"
     finally:
         controller.kill()
         controller.wait()
@@ -283,12 +315,25 @@ def test_nothing_outlives_a_killed_controller(pytester: pytest.Pytester, signum:
 
 def test_outside_xdist_it_is_a_session_service(pytester: pytest.Pytester) -> None:
     folder = make_suite(pytester, files=2)
+    conftest = pytester.path / "conftest.py"
+    conftest.write_text(
+        conftest.read_text()
+        + textwrap.dedent(
+            """
+            def pytest_sessionfinish(session):
+                with open(os.path.join(FOLDER, "seen-local")) as f:
+                    pid = json.loads(f.readline())["pid"]
+                record("at-session-finish", "running" if os.path.exists(f"/proc/{pid}") else "gone")
+            """
+        )
+    )
     result = pytester.runpytest_subprocess("-p", "no:xdist", "--run-services")
     result.assert_outcomes(passed=6)
     assert lines(folder / "starts") == ["local"]
     values = seen(folder)["local"]
     assert len(values) == 6 and all(value == values[0] for value in values)
-    assert not alive(values[0]["pid"]), "the session's shared service was not stopped"
+    # Stopped with the session's fixtures, not only by the watchdog when pytest exits.
+    assert lines(folder / "at-session-finish") == ["gone"]
 
 
 def test_without_run_services_nothing_starts(pytester: pytest.Pytester) -> None:
