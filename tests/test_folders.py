@@ -178,6 +178,16 @@ def test_folders_of_a_killed_session_are_removed(pytester: pytest.Pytester, sign
 
 
 def test_next_session_sweeps_folders_of_dead_sessions_only(pytester: pytest.Pytester) -> None:
+    # Memory folders of their own, where no other session of the user sweeps.
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def memory_root_dir():
+            return {str(pytester.path / "memory")!r}
+        """
+    )
     dead, dead_info = _hold_folders(pytester, "dead")
     live, live_info = _hold_folders(pytester, "live")
     try:
