@@ -4,7 +4,7 @@ A failing report gets one section per service of the session, with what the serv
 while that test ran.  A service that exits on its own before its teardown is noticed at the
 next test boundary: a test that requests the fixture holding it errors at setup with its
 exit status and last output, its log is kept, and the summary names it.  When nothing fails
-the cost per test is a ``stat`` of each service's log and a ``poll()`` of each process.
+the cost per test is an ``fstat`` of each service's log and a ``poll()`` of each process.
 """
 
 from __future__ import annotations
