@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xdist
 
 from pytest_services._run_keeper import KeeperClient, RunKeeper
 
@@ -125,9 +126,13 @@ def leftover_folders() -> list[str]:
     return [name for name in os.listdir(os.environ["TMPDIR"]) if "pytest-services-shared" in name]
 
 
-@pytest.mark.parametrize(
-    "dist", ["each", "load", "loadscope", "loadfile", "loadgroup", "worksteal"]
-)
+#: Every --dist mode of the pytest-xdist installed (worksteal came with 3.2).
+DIST_MODES = ["each", "load", "loadscope", "loadfile", "loadgroup"]
+if tuple(int(part) for part in xdist.__version__.split(".")[:2]) >= (3, 2):
+    DIST_MODES.append("worksteal")
+
+
+@pytest.mark.parametrize("dist", DIST_MODES)
 def test_one_start_per_run_and_every_worker_gets_its_value(
     pytester: pytest.Pytester, dist: str
 ) -> None:
