@@ -63,6 +63,16 @@ def _still_linked(fd: int, path: str) -> bool:
     return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
+class _Descriptor:
+    """A raw descriptor as the file object that every portalocker release accepts."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
 def try_lock(path: str) -> int | None:
     """Take the exclusive lock on ``path`` if nobody holds it; never waits.
 
@@ -71,16 +81,25 @@ def try_lock(path: str) -> int | None:
     while True:
         fd = open_lock_file(path)
         try:
-            portalocker.lock(fd, _LOCK_FLAGS)
-        except portalocker.AlreadyLocked:
-            os.close(fd)
-            return None
+            portalocker.lock(_Descriptor(fd), _LOCK_FLAGS)
         except portalocker.LockException as exc:
             os.close(fd)
+            if isinstance(exc, portalocker.AlreadyLocked) or _would_block(exc):
+                return None
             raise LockError(f"Cannot lock {path}: {exc}") from exc
         if _still_linked(fd, path):
             return fd
         os.close(fd)  # its holder removed it as we opened it: lock the new file
+
+
+def _would_block(exc: BaseException) -> bool:
+    """Tell whether a lock failed only because another holder has it (older portalocker
+    releases say so with a plain ``LockException`` around the ``OSError``)."""
+    causes = [*exc.args, exc.__cause__, exc.__context__]
+    return any(
+        isinstance(cause, OSError) and cause.errno in (errno.EAGAIN, errno.EACCES)
+        for cause in causes
+    )
 
 
 def release(fd: int, path: str, remove: bool) -> None:

@@ -2,7 +2,9 @@
 # Install what pytest-services needs on a Debian/Ubuntu machine, then run a pytest command.
 #
 #   scripts/setup.sh demo    set up, then run the demo suite in examples/
-#   scripts/setup.sh test    set up, then run the test suite (once plain, once with -n 2)
+#   scripts/setup.sh test    set up, then lint and run the test suite: with the newest
+#                            releases, with the oldest ones pyproject.toml allows, and the
+#                            Django tests with Django 4.2 and the newest Django
 #
 # Debian packages are installed with apt-get (as root, or through sudo) only when missing;
 # Python packages go into a virtual environment (.venv, or $VENV).
@@ -57,6 +59,35 @@ django_venv() {  # django_venv NAME PYTHON REQUIREMENT
     "$dir/bin/python" -m pytest tests/test_django_settings.py -p pytester -q
 }
 
+oldest_python() {  # the oldest supported Python (3.9) on the machine, else the oldest found
+    local candidate
+    for candidate in python3.9 \
+        $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9*/bin/python3 2>/dev/null | sort -V) \
+        python3.10 \
+        $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[0-9]*/bin/python3 2>/dev/null | sort -V); do
+        if "$candidate" -c 'import ensurepip, sys; assert sys.version_info >= (3, 9)' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "$python"
+}
+
+# The oldest releases that pyproject.toml allows: pytest 7.0, pytest-xdist 3.0 and
+# portalocker 2.0, on the oldest supported Python the machine has.
+oldest_leg() {
+    local dir="$root/.venv-oldest" interpreter
+    interpreter="$(oldest_python)"
+    [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql]" \
+        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*'
+    # Installed as users install it, not editable, and again on each run to test this tree.
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
+    echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker
+print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}")')"
+    "$dir/bin/python" -m pytest tests -p pytester --ignore tests/test_django_settings.py
+}
+
 newest_python() {  # the newest Python 3.12+ on the machine, else the main one
     local candidate
     for candidate in python3.14 python3.13 python3.12 \
@@ -81,6 +112,7 @@ case "${1:-}" in
         "$venv/bin/ruff" check pytest_services tests benchmarks examples
         "$venv/bin/mypy"
         "$venv/bin/python" -m pytest tests -p pytester
+        oldest_leg
         django_venv django42 "$python" 'Django>=4.2,<4.3'
         django_venv django-newest "$(newest_python)" 'Django'
         exec "$venv/bin/python" -m pytest examples -n 2 -v
