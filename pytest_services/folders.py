@@ -183,11 +183,11 @@ def base_dir(
     _release_session_dir(path)
     logs = os.path.join(path, LOGS)
     if os.path.exists(os.path.join(logs, KEEP_LOGS)):
-        # A service failed to start and its error named a log here: keep the logs only.
+        # A service failed to start or died, and an error named its log: keep the logs only.
         for entry in os.listdir(path):
             if entry != LOGS:
                 _remove(os.path.join(path, entry))
-        services_log.warning("kept the logs of services that failed to start in %s", logs)
+        services_log.warning("kept the logs of services that failed or died in %s", logs)
     else:
         shutil.rmtree(path, ignore_errors=True)
         services_log.debug("removed base dir %s", path)

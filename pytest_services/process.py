@@ -42,8 +42,6 @@ __all__ = [
     "ServiceProcess",
     "ServiceStartError",
     "StrPath",
-    "_indent",
-    "_last_lines",
     "check_output",
     "find_executable",
     "find_program",
