@@ -34,13 +34,13 @@ from pytest_services.process import (
     StrPath,
     start_service,
 )
-from pytest_services.service import ServicesWarning, WatcherGetter, get_worker_id, is_xdist_worker
+from pytest_services.service import ServicesWarning, get_worker_id, is_xdist_worker
 
 #: The key of ``workerinput`` under which the controller names the keeper of the run.
 RUN_KEY = "pytest_services_run"
 
 #: ``start(watcher_getter, port_getter)``: starts the service, returns a JSON-serialisable value.
-StartFunction = Callable[[WatcherGetter, Callable[[], int]], Any]
+StartFunction = Callable[["RunWatcherGetter", Callable[[], int]], Any]
 
 
 class SharedServiceError(Exception):
@@ -51,6 +51,48 @@ class SharedServiceGetter(Protocol):
     """The function returned by the ``shared_service`` fixture."""
 
     def __call__(self, name: str, start: StartFunction, *, timeout: float = 60) -> Any: ...
+
+
+class RunWatcherGetter:
+    """The ``watcher_getter`` a start function gets: what it starts belongs to the run.
+
+    It takes the arguments of the ``watcher_getter`` fixture; ``request`` is ignored, since
+    the services live until the run (outside pytest-xdist: the session) ends.  ``folder`` is
+    a private folder that lives as long, for the services' data.
+    """
+
+    def __init__(self, folder: str, logs: Path) -> None:
+        self.folder = folder
+        self.started: list[ServiceProcess] = []
+        self._logs = logs
+
+    def __call__(
+        self,
+        name: StrPath,
+        arguments: Optional[Sequence[StrPath]] = None,
+        kwargs: Optional[Mapping[str, Any]] = None,
+        timeout: float = 20,
+        checker: Optional[Callable[[], object]] = None,
+        request: Optional[pytest.FixtureRequest] = None,
+        *,
+        grace: float = DEFAULT_GRACE,
+    ) -> ServiceProcess:
+        try:
+            process = start_service(
+                name,
+                arguments,
+                kwargs,
+                timeout=timeout,
+                checker=checker,
+                log_dir=self._logs,
+                grace=grace,
+            )
+        except ServiceStartError as error:
+            if error.log_path is not None:
+                folders.keep_logs(self._logs)
+            raise
+        self.started.append(process)
+        return process
 
 
 class SharedServices:
@@ -66,14 +108,14 @@ class SharedServices:
         keeper: KeeperClient | None,
         worker: str,
         root_dir: StrPath,
-        log_dir: Path,
+        base_dir: str,
         lock_dir: str,
         port_getter: Callable[[], int],
     ) -> None:
         self._keeper = keeper
         self._worker = f"{worker} (pid {os.getpid()})"
         self._root_dir = os.fspath(root_dir)
-        self._log_dir = log_dir
+        self._base_dir = base_dir
         self._lock_dir = lock_dir
         self._port_getter = port_getter
         self._outcomes: dict[str, Outcome] = {}
@@ -85,7 +127,9 @@ class SharedServices:
         outcome = self._outcomes.get(name)
         if outcome is None:
             if self._keeper is None:
-                outcome, started = self._run(name, start, self._log_dir, self._port_getter)
+                folder = tempfile.mkdtemp(prefix="shared-", dir=self._base_dir)
+                getter = RunWatcherGetter(folder, folders.log_dir(self._base_dir))
+                outcome, started = self._run(name, start, getter, self._port_getter)
                 self._own.extend(started)
             else:
                 outcome = self._keeper.claim(name, timeout)
@@ -117,7 +161,8 @@ class SharedServices:
         _reaper.watch_folder(folder)  # until the run's keeper has it
         logs = Path(folder, folders.LOGS)
         try:
-            outcome, started = self._run(name, start, logs, lambda: keeper.port(self._lock_dir))
+            getter = RunWatcherGetter(folder, logs)
+            outcome, started = self._run(name, start, getter, lambda: keeper.port(self._lock_dir))
         except BaseException:  # interrupted: the others must not wait for this worker
             with contextlib.suppress(KeeperError):
                 error = f"Shared service {name!r}: its start function was interrupted."
@@ -142,38 +187,14 @@ class SharedServices:
         return outcome
 
     def _run(
-        self, name: str, start: StartFunction, logs: Path, port_getter: Callable[[], int]
+        self,
+        name: str,
+        start: StartFunction,
+        watcher_getter: RunWatcherGetter,
+        port_getter: Callable[[], int],
     ) -> tuple[Outcome, list[ServiceProcess]]:
         """Call ``start``; stop what it started if it fails.  Returns the outcome."""
-        started: list[ServiceProcess] = []
-
-        def watcher_getter(
-            name: StrPath,
-            arguments: Optional[Sequence[StrPath]] = None,
-            kwargs: Optional[Mapping[str, Any]] = None,
-            timeout: float = 20,
-            checker: Optional[Callable[[], object]] = None,
-            request: Optional[pytest.FixtureRequest] = None,  # the run or session owns it
-            *,
-            grace: float = DEFAULT_GRACE,
-        ) -> ServiceProcess:
-            try:
-                process = start_service(
-                    name,
-                    arguments,
-                    kwargs,
-                    timeout=timeout,
-                    checker=checker,
-                    log_dir=logs,
-                    grace=grace,
-                )
-            except ServiceStartError as error:
-                if error.log_path is not None:
-                    folders.keep_logs(logs)
-                raise
-            started.append(process)
-            return process
-
+        started = watcher_getter.started
         done = False
         try:
             try:
@@ -247,7 +268,7 @@ def shared_service(
                 keeper=_connect(request.config),
                 worker=get_worker_id(request.config),
                 root_dir=root_dir,
-                log_dir=folders.log_dir(base_dir),
+                base_dir=base_dir,
                 lock_dir=lock_dir,
                 port_getter=port_getter,
             )

@@ -66,15 +66,18 @@ def search(shared_service, worker_id):
 
 STARTS_SERVER = """
     port = port_getter()
-    process = watcher_getter(sys.executable, [SERVER, str(port)], checker=lambda: ask(port))
-    return {"port": port, "pid": process.pid, "worker": WORKER}
+    data = {"cwd": watcher_getter.folder}  # a folder that lives as long as the service
+    process = watcher_getter(sys.executable, [SERVER, str(port)], data, checker=lambda: ask(port))
+    return {"port": port, "pid": process.pid, "worker": WORKER, "folder": watcher_getter.folder}
 """
 
 USE = """
+import os
 from conftest import ask
 
 def test_{n}_a(search):
     assert ask(search["port"]) == search["pid"]
+    assert os.readlink(f"/proc/{{search['pid']}}/cwd") == search["folder"]
 
 def test_{n}_b(search):
     assert ask(search["port"]) == search["pid"]
@@ -148,6 +151,7 @@ def test_one_start_per_run_and_every_worker_gets_its_value(
         assert sorted(seen(folder)) == ["gw0", "gw1", "gw2"]
     assert wait_gone(values[0]["pid"]), "the shared service outlived its run"
     assert leftover_folders() == []
+    assert not os.path.exists(values[0]["folder"])
 
 
 def test_the_service_survives_the_worker_that_started_it(pytester: pytest.Pytester) -> None:
