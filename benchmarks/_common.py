@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -207,6 +208,32 @@ def add_old_version_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"do not measure pytest-services {OLD_VERSION} (no venv, no download)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help=f"compare with another checkout of this project (e.g. a git worktree of an "
+        f"earlier commit) instead of pytest-services {OLD_VERSION}, with this interpreter",
+    )
+
+
+def other_implementation(args: argparse.Namespace, scratch: Path) -> tuple[str, Path] | None:
+    """What to compare with, as a label and an interpreter: a ``--baseline`` checkout,
+    pytest-services 2.2.2, or nothing (``--skip-old``)."""
+    if args.baseline:
+        checkout = Path(args.baseline).resolve()
+        if not (checkout / "pytest_services" / "plugin.py").is_file():
+            raise SystemExit(f"--baseline {checkout} is not a checkout of this project")
+        # An interpreter that imports the plugin from that checkout, inner sessions included.
+        wrapper = scratch / "baseline-python"
+        wrapper.write_text(
+            f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(checkout))} "
+            f'exec {shlex.quote(sys.executable)} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        return f"baseline {checkout.name}", wrapper
+    if args.skip_old:
+        return None
+    return f"pytest-services {OLD_VERSION}", ensure_old_venv(args.old_venv)
 
 
 #: Inner conftest text shared by the comparisons with 2.2.2: the plugin's logger is replaced

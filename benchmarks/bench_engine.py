@@ -243,9 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     version = _common.check_new_python()
-    old_python = None if args.skip_old else _common.ensure_old_venv(args.old_venv)
     server = sys.executable
     scratch = _common.new_scratch_dir("bench-engine-")
+    other = _common.other_implementation(args, scratch)
     try:
         # One start nobody measures, so that the first measured one does not pay for cold
         # caches.
@@ -264,12 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                 scratch / "new",
             )
         )
-        if old_python is not None:
-            _common.log(f"watcher_getter of {_common.OLD_VERSION}, {args.rounds} rounds")
+        if other is not None:
+            _common.log(f"watcher_getter of {other[0]}, {args.rounds} rounds")
             results.append(
                 bench_watcher_getter(
-                    f"pytest-services {_common.OLD_VERSION}: watcher_getter (pytest)",
-                    old_python,
+                    f"{other[0]}: watcher_getter (pytest)",
+                    other[1],
                     args.rounds,
                     server,
                     scratch / "old",

@@ -341,9 +341,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     version = _common.check_new_python()
-    old_python = None if args.skip_old else _common.ensure_old_venv(args.old_venv)
     lock_roots = args.lock_root or default_lock_roots()
     scratch = _common.new_scratch_dir("bench-locks-")
+    other = _common.other_implementation(args, scratch)
     tables: list[tuple[str, Implementation, Implementation | None]] = []
     try:
         for index, lock_root in enumerate(lock_roots):
@@ -352,13 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"this project {version}", sys.executable, scratch / f"new-{index}", True
             )
             old = None
-            if old_python is not None:
-                old = Implementation(
-                    f"pytest-services {_common.OLD_VERSION}",
-                    old_python,
-                    scratch / f"old-{index}",
-                    False,
-                )
+            if other is not None:
+                old = Implementation(other[0], other[1], scratch / f"old-{index}", True)
             _common.log(f"lock folders in {where}: {args.rounds} rounds")
             implementations = [new] if old is None else [new, old]
             bench(implementations, Path(lock_root), args.calls, args.competitors, args.rounds)
