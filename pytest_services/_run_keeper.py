@@ -130,9 +130,12 @@ class RunKeeper:
                 conn, _ = self._server.accept()
             except OSError:
                 return  # closed
-            pid, uid = _peer(conn)
+            try:
+                pid, uid = _peer(conn)
+            except OSError:
+                uid = -1  # gone already
             if uid != os.getuid():
-                conn.close()  # another user's process: it has no business here
+                conn.close()  # or another user's process: it has no business here
                 continue
             threading.Thread(target=self._serve, args=(conn, _Peer(pid)), daemon=True).start()
 

@@ -255,7 +255,7 @@ def shared_service(
     lock_dir: str,
     port_getter: Callable[[], int],
 ) -> Iterator[SharedServiceGetter]:
-    """Function ``(name, start, *, timeout=60)`` starting a service once for a whole xdist run."""
+    """Function ``(name, start, *, timeout=60)``: one service for all xdist workers of a run."""
     enabled = bool(request.getfixturevalue("run_services"))
     services: SharedServices | None = None
 
