@@ -391,3 +391,17 @@ def test_keeper_without_pytest(tmp_path: Path) -> None:
     finally:
         keeper.close()
     assert service.wait(15) == -signal.SIGTERM
+
+
+def test_remote_style_workers_share_it_too(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    folder = make_suite(pytester, files=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = pytester.runpytest_subprocess(
+        "--tx", f"2*popen//chdir={elsewhere}", "--rsyncdir", str(folder), "--dist", "each"
+    )
+    result.assert_outcomes(passed=6)
+    assert list(elsewhere.iterdir()), "the workers did not run elsewhere"
+    assert len(lines(folder / "starts")) == 1
+    values = [value for worker in seen(folder).values() for value in worker]
+    assert len(values) == 6 and all(value == values[0] for value in values)
