@@ -28,12 +28,12 @@ from urllib.parse import quote
 
 import pytest
 
+from pytest_services._mysql_cache import prepare_data_dir
 from pytest_services._mysql_server import (
     START_TIMEOUT,
     defaults_file_text,
     get_server,
     mysql_cache_dir,
-    prepare_data_dir,
 )
 from pytest_services.folders import private_dir, socket_path
 from pytest_services.process import ServiceProcess

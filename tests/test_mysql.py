@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_services import _mysql_cache as cache_module
 from pytest_services import _mysql_server as mysql_module
 from pytest_services.folders import memory_root, private_dir
 from pytest_services.process import ServiceError
@@ -102,7 +103,7 @@ def shared_cache(session_memory_dir: Path) -> Path:
     cache = session_memory_dir / "cache"
     mysql_cache = private_dir(cache / "mysql")
     server = mysql_module.MySQLServer(SERVER, mysql_module._server_version(SERVER, mysql_cache))
-    mysql_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
+    cache_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
     return cache
 
 
@@ -327,16 +328,16 @@ def test_cold_then_warm_cache(
     old, recent = cache / "mysql" / "mariadb-0.0.1-old", cache / "mysql" / "mysql-0.0.2-recent"
     for other in (old, recent):
         (other / "data").mkdir(parents=True)
-        (other / mysql_module.MARKER).write_text("{}")
-    long_ago = time.time() - (mysql_module.UNUSED_ENTRY_DAYS + 1) * 86400
-    os.utime(old / mysql_module.MARKER, (long_ago, long_ago))
+        (other / cache_module.MARKER).write_text("{}")
+    long_ago = time.time() - (cache_module.UNUSED_ENTRY_DAYS + 1) * 86400
+    os.utime(old / cache_module.MARKER, (long_ago, long_ago))
     inner.makepyfile(TOUCH_SERVER)
     result = run(inner, "--log-level=INFO", "-rA")
     result.assert_outcomes(passed=1)
     assert "initialising a" in result.stdout.str()
     (entry, kept) = entries(cache)
     assert kept == recent
-    assert (entry / mysql_module.MARKER).is_file()
+    assert (entry / cache_module.MARKER).is_file()
     assert oct(cache.stat().st_mode & 0o777) == "0o700"
     (entry / "sentinel").touch()  # still there if the entry is reused
 
@@ -364,10 +365,10 @@ def test_damaged_cache_entry_is_rebuilt(
         # A server started from this would not even start.
         (entry / "data" / "ibdata1").write_bytes(b"")
     elif damage == "missing marker":
-        (entry / mysql_module.MARKER).unlink()
+        (entry / cache_module.MARKER).unlink()
     else:
         (cache / "mysql" / f".build-{entry.name}-crashed").mkdir()
-        (entry / mysql_module.MARKER).write_text("{")
+        (entry / cache_module.MARKER).write_text("{")
 
     inner.makepyfile(
         """
@@ -381,7 +382,7 @@ def test_damaged_cache_entry_is_rebuilt(
     assert report(inner)["users"] >= 1
     assert entries(cache) == [entry]
     assert not (entry / "sentinel").exists()
-    assert mysql_module._entry_is_complete(mysql_module._CacheEntry(entry.name, str(entry)))
+    assert cache_module._entry_is_complete(cache_module._CacheEntry(entry.name, str(entry)))
     assert leftovers(cache) == []
 
 
