@@ -58,7 +58,6 @@ MARIADB_LAYOUT = (
 COMMON_SETTINGS = (
     "skip-networking",
     "skip-name-resolve",
-    "skip-log-bin",
     "performance-schema=OFF",
     "character-set-server=utf8mb4",
     "innodb-flush-log-at-trx-commit=0",
@@ -66,6 +65,19 @@ COMMON_SETTINGS = (
     "innodb-buffer-pool-load-at-startup=OFF",
     "innodb-buffer-pool-dump-at-shutdown=OFF",
     "key-buffer-size=8M",
+)
+#: Without a binary log: servers that only prepare a state for the cache.
+NO_BINLOG = ("skip-log-bin",)
+#: A session's server keeps a binary log of rows, never synced: its position tells at once
+#: whether anything was written, and its events name the tables (see ``_mysql_clean``).
+BINLOG = (
+    "log-bin=binlog",
+    "binlog-format=ROW",
+    "binlog-row-image=MINIMAL",
+    "sync-binlog=0",
+    "server-id=1",
+    # Without it, a binary log refuses functions not declared DETERMINISTIC or READS SQL DATA.
+    "log-bin-trust-function-creators=1",
 )
 #: The same for the Aria engine of MariaDB's system and temporary tables.
 MARIADB_SETTINGS = ("aria-pagecache-buffer-size=16M",)
@@ -106,14 +118,14 @@ class MySQLServer:
         """Settings shared by the initialisation and every server started from its result."""
         return MARIADB_LAYOUT if self.is_mariadb else ()
 
-    def settings(self) -> tuple[str, ...]:
+    def settings(self, *, binlog: bool = False) -> tuple[str, ...]:
         """The settings of every server of this flavour, layout included."""
         extra: tuple[str, ...]
         if self.is_mariadb:
             extra = MARIADB_SETTINGS
         else:
             extra = MYSQL8_SETTINGS if self.version >= (8, 0, 0) else ()
-        return (*self.layout, *COMMON_SETTINGS, *extra)
+        return (*self.layout, *COMMON_SETTINGS, *(BINLOG if binlog else NO_BINLOG), *extra)
 
 
 # -- finding the programs ----------------------------------------------------------------------
@@ -226,7 +238,13 @@ def get_server(memory_root_dir: str) -> MySQLServer:
 
 
 def defaults_file_text(
-    server: MySQLServer, data_dir: str, socket: str, pid_file: str, tmp_dir: str
+    server: MySQLServer,
+    data_dir: str,
+    socket: str,
+    pid_file: str,
+    tmp_dir: str,
+    *,
+    binlog: bool = True,
 ) -> str:
     """The contents of the server's own ``my.cnf`` (relative paths made absolute)."""
     data_dir, socket, pid_file, tmp_dir = map(
@@ -239,7 +257,7 @@ def defaults_file_text(
         f"socket={socket}",
         f"pid-file={pid_file}",
         f"tmpdir={tmp_dir}",
-        *server.settings(),
+        *server.settings(binlog=binlog),
         "",
         "[client]",
         "user=root",

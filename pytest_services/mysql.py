@@ -28,13 +28,16 @@ from urllib.parse import quote
 
 import pytest
 
+from pytest_services import folders
 from pytest_services._mysql_cache import prepare_data_dir
+from pytest_services._mysql_prepare import State, prepare_state_data_dir
 from pytest_services._mysql_server import (
     START_TIMEOUT,
     defaults_file_text,
     get_server,
     mysql_cache_dir,
 )
+from pytest_services._mysql_state import MySQLInit, MySQLInitError, hash_files
 from pytest_services.folders import private_dir, socket_path
 from pytest_services.process import ServiceProcess
 from pytest_services.service import WatcherGetter
@@ -110,6 +113,18 @@ def mysql_defaults_file(
 
 
 @pytest.fixture(scope="session")
+def mysql_init() -> Optional[MySQLInit]:
+    """How to fill the default database once (a ``MySQLInit``); None leaves it empty."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def _mysql_state() -> dict[str, State]:
+    """The description of the prepared state the server started from, once it started."""
+    return {}
+
+
+@pytest.fixture(scope="session")
 def mysql_watcher(
     request: pytest.FixtureRequest,
     run_services: bool,
@@ -119,13 +134,36 @@ def mysql_watcher(
     mysql_defaults_file: Optional[str],
     mysql_data_dir: str,
     mysql_socket: str,
+    mysql_init: Optional[MySQLInit],
+    mysql_database_name: str,
+    _mysql_state: dict[str, State],
 ) -> Optional[ServiceProcess]:
     """The running MySQL server process (a ``Popen``), started from a copy of the cache."""
     if not run_services or mysql_defaults_file is None:
         return None
     mysqldb = _mysqldb()
     server = get_server(memory_root_dir)
-    prepare_data_dir(server, mysql_cache_dir(memory_root_dir), mysql_data_dir, services_log)
+    cache = mysql_cache_dir(memory_root_dir)
+    if mysql_init is None:
+        prepare_data_dir(server, cache, mysql_data_dir, services_log)
+    else:
+        if not isinstance(mysql_init, MySQLInit):
+            raise TypeError(f"mysql_init must return a MySQLInit or None, not {mysql_init!r}.")
+        logs = folders.log_dir(request.getfixturevalue("base_dir"))
+        try:
+            _mysql_state["state"] = prepare_state_data_dir(
+                server,
+                cache,
+                mysql_init,
+                mysql_database_name,
+                mysql_data_dir,
+                request.getfixturevalue("run_dir"),
+                logs,
+                services_log,
+            )
+        except BaseException:
+            folders.keep_logs(logs)
+            raise
 
     def checker() -> bool:
         if not os.path.exists(mysql_socket):
@@ -204,6 +242,9 @@ def mysql_connection(
 
 
 __all__ = [
+    "MySQLInit",
+    "MySQLInitError",
+    "hash_files",
     "mysql",
     "mysql_base_dir",
     "mysql_connection",
@@ -212,6 +253,7 @@ __all__ = [
     "mysql_database_getter",
     "mysql_database_name",
     "mysql_defaults_file",
+    "mysql_init",
     "mysql_pid",
     "mysql_socket",
     "mysql_system_database",

@@ -36,6 +36,7 @@ from pytest_services.memcached import (  # noqa: F401
     memcached_socket,
 )
 from pytest_services.mysql import (  # noqa: F401
+    _mysql_state,
     mysql,
     mysql_base_dir,
     mysql_connection,
@@ -44,10 +45,18 @@ from pytest_services.mysql import (  # noqa: F401
     mysql_database_getter,
     mysql_database_name,
     mysql_defaults_file,
+    mysql_init,
     mysql_pid,
     mysql_socket,
     mysql_system_database,
     mysql_watcher,
+)
+from pytest_services.mysql_state import (  # noqa: F401
+    _mysql_clean_when_asked,
+    _mysql_cleaner,
+    do_mysql_clean,
+    mysql_clean,
+    mysql_url,
 )
 from pytest_services.options import (  # noqa: F401
     parse_display,

@@ -1,0 +1,72 @@
+"""A clean default database before each test (``mysql_clean``), and ``mysql_url``.
+
+The state to return to is the one ``mysql_init`` prepared (an empty database without it);
+:mod:`pytest_services._mysql_clean` does the work, from the server's binary log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Optional
+from urllib.parse import quote
+
+import pytest
+
+from pytest_services._mysql_clean import MySQLCleaner
+from pytest_services._mysql_prepare import State, empty_state
+from pytest_services.mysql import _connect, _mysqldb
+from pytest_services.process import ServiceProcess
+
+#: Fixtures whose use means a test talks to the server, for ``do_mysql_clean``.
+_SERVER = "mysql_watcher"
+
+
+@pytest.fixture(scope="session")
+def do_mysql_clean() -> bool:
+    """Whether every test that uses the MySQL server gets ``mysql_clean`` (default False)."""
+    return False
+
+
+@pytest.fixture(scope="session")
+def _mysql_cleaner(
+    mysql: Optional[ServiceProcess],
+    mysql_socket: str,
+    mysql_database_name: str,
+    _mysql_state: dict[str, State],
+) -> Iterator[Optional[MySQLCleaner]]:
+    """Resets the default database of this session's server to its prepared state."""
+    if mysql is None:
+        yield None
+        return
+    mysqldb = _mysqldb()
+    state = _mysql_state.get("state") or empty_state(mysql_database_name)
+    cleaner = MySQLCleaner(lambda: _connect(mysqldb, mysql_socket, autocommit=True), state)
+    yield cleaner
+    cleaner.close()
+
+
+@pytest.fixture
+def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner]) -> None:
+    """Put the default database in its prepared state (``mysql_init``) before the test."""
+    if _mysql_cleaner is not None:
+        _mysql_cleaner.reset()
+
+
+@pytest.fixture(autouse=True)
+def _mysql_clean_when_asked(request: pytest.FixtureRequest) -> None:
+    """``mysql_clean`` for every test that uses the server, when ``do_mysql_clean`` is true."""
+    if _SERVER in request.fixturenames and request.getfixturevalue("do_mysql_clean"):
+        request.getfixturevalue("mysql_clean")
+
+
+@pytest.fixture(scope="session")
+def mysql_url(
+    mysql: Optional[ServiceProcess], mysql_socket: str, mysql_database: Optional[str]
+) -> Optional[str]:
+    """SQLAlchemy URL of the default database over the server's unix socket."""
+    if mysql is None or mysql_database is None:
+        return None
+    return (
+        f"mysql+mysqldb://root@/{quote(mysql_database)}"
+        f"?unix_socket={quote(mysql_socket)}&charset=utf8mb4"
+    )

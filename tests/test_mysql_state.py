@@ -1,0 +1,384 @@
+"""Prepared MySQL states (``mysql_init``), ``mysql_clean`` and ``mysql_url``, on real MariaDB."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_services import _mysql_cache as cache_module
+from pytest_services import _mysql_server as mysql_module
+from pytest_services.folders import memory_root, private_dir
+from pytest_services.mysql import MySQLInit, hash_files
+from pytest_services.process import ServiceError
+
+pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
+
+try:
+    SERVER: str | None = mysql_module.find_server_binary()
+except ServiceError:
+    SERVER = None
+pytestmark = pytest.mark.skipif(
+    SERVER is None, reason=f"no MySQL/MariaDB server: {mysql_module.INSTALL_HINT}"
+)
+
+SCHEMA = """\
+-- A small shop: foreign keys with cascades, a generated column, a trigger, a view and a
+-- procedure written without DELIMITER, as the mysql client takes them.
+CREATE TABLE customers (
+    id INT AUTO_INCREMENT PRIMARY KEY,
+    name VARCHAR(50) NOT NULL,
+    UNIQUE KEY (name)
+) ENGINE=InnoDB;
+CREATE TABLE orders (
+    id INT AUTO_INCREMENT PRIMARY KEY,
+    customer_id INT NOT NULL,
+    amount DECIMAL(8, 2) NOT NULL,
+    doubled DECIMAL(9, 2) AS (amount * 2) VIRTUAL,
+    FOREIGN KEY (customer_id) REFERENCES customers (id) ON DELETE CASCADE
+) ENGINE=InnoDB;
+CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(100)) ENGINE=InnoDB;
+CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW
+    INSERT INTO audit (note) VALUES (CONCAT('order ', NEW.id));
+CREATE VIEW big_orders AS SELECT id, amount FROM orders WHERE amount > 100;
+CREATE PROCEDURE add_customer(IN new_name VARCHAR(50))
+    INSERT INTO customers (name) VALUES (new_name);
+INSERT INTO customers (name) VALUES ('ada'), ('bob'), ('gone');
+DELETE FROM customers WHERE name = 'gone';
+INSERT INTO orders (customer_id, amount) VALUES (1, 50), (1, 150), (2, 20);
+"""
+
+SEED = """
+import os, MySQLdb
+
+def seed(socket, database):
+    with open(os.environ["SEED_CALLS"], "a") as calls:
+        calls.write("seed\\n")
+    connection = MySQLdb.connect(unix_socket=socket, user="root", db=database)
+    connection.cursor().execute("INSERT INTO customers (name) VALUES ('cy')")
+    connection.commit()
+    connection.close()
+"""
+
+CONFTEST = """
+import MySQLdb, pytest
+from pathlib import Path
+from pytest_services.mysql import MySQLInit
+
+@pytest.fixture(scope="session")
+def mysql_init():
+    return MySQLInit(load=[Path("schema.sql"), "seed:seed"])
+
+def connect(socket, db=None, **kwargs):
+    return MySQLdb.connect(unix_socket=socket, user="root", **({"db": db} if db else {}),
+                           **kwargs)
+
+def signature(socket, db):
+    \"\"\"Everything mysql_clean promises to restore, counters included.\"\"\"
+    connection = connect(socket)
+    cursor = connection.cursor()
+    cursor.execute("SHOW DATABASES")
+    found = {"databases": sorted(name for (name,) in cursor.fetchall())}
+    if db not in found["databases"]:
+        return found
+    cursor.execute(f"USE `{db}`")
+    cursor.execute("SHOW FULL TABLES")
+    found["tables"] = sorted(cursor.fetchall())
+    for name, kind in found["tables"]:
+        if kind == "BASE TABLE":
+            cursor.execute(f"SHOW CREATE TABLE `{name}`")
+            found[f"{name}:create"] = cursor.fetchone()[1]
+            cursor.execute(f"SELECT * FROM `{name}` ORDER BY 1")
+            found[f"{name}:rows"] = [[str(value) for value in row] for row in cursor]
+    cursor.execute("SHOW TRIGGERS")
+    found["triggers"] = sorted(row[0] for row in cursor.fetchall())
+    cursor.execute("SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+                   "WHERE ROUTINE_SCHEMA = %s", (db,))
+    found["routines"] = sorted(name for (name,) in cursor.fetchall())
+    connection.close()
+    return found
+"""
+
+
+@pytest.fixture(scope="session")
+def base_cache() -> Iterator[Path]:
+    """A cache folder with the server's base entry, built once for this file."""
+    assert SERVER is not None
+    root = Path(tempfile.mkdtemp(prefix="test-state-", dir=memory_root(tempfile.gettempdir())))
+    mysql_cache = private_dir(root / "mysql")
+    server = mysql_module.MySQLServer(SERVER, mysql_module._server_version(SERVER, mysql_cache))
+    cache_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def shop(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, base_cache: Path
+) -> pytest.Pytester:
+    """An inner project with the shop schema, a seed callable, and a cache of its own."""
+    cache = pytester.path / "cache"
+    shutil.copytree(base_cache, cache, symlinks=True)
+    monkeypatch.setenv(mysql_module.CACHE_DIR_ENV, str(cache))
+    monkeypatch.delenv(mysql_module.SERVER_ENV, raising=False)
+    monkeypatch.setenv("SEED_CALLS", str(pytester.path / "seed-calls"))
+    pytester.makeconftest(CONFTEST)
+    (pytester.path / "schema.sql").write_text(SCHEMA)
+    (pytester.path / "seed.py").write_text(SEED)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("--run-services", "-p", "no:cacheprovider", *args)
+
+
+def seed_calls(pytester: pytest.Pytester) -> int:
+    calls = pytester.path / "seed-calls"
+    return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+
+def state_entries(pytester: pytest.Pytester) -> list[str]:
+    folder = pytester.path / "cache" / "mysql"
+    return sorted(p.name for p in folder.glob("*-state-*") if p.is_dir())
+
+
+def leftovers(pytester: pytest.Pytester) -> list[str]:
+    return sorted(p.name for p in (pytester.path / "cache" / "mysql").iterdir() if p.name[0] == ".")
+
+
+LOADED = """
+import json, os
+from conftest import connect
+
+def test_loaded(mysql, mysql_socket, mysql_database, worker_id):
+    cursor = connect(mysql_socket, mysql_database).cursor()
+    cursor.execute("SELECT name FROM customers ORDER BY id")
+    names = [name for (name,) in cursor.fetchall()]
+    cursor.execute("SELECT COUNT(*), SUM(amount) FROM orders")
+    orders = [str(value) for value in cursor.fetchone()]
+    cursor.execute("SELECT COUNT(*) FROM audit")
+    audit = cursor.fetchone()[0]
+    with open(f"loaded-{worker_id}.json", "w") as out:
+        json.dump({"names": names, "orders": orders, "audit": audit}, out)
+"""
+
+
+def test_state_is_built_once_for_all_workers_and_runs(shop: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    shop.makepyfile(LOADED)
+    result = run(shop, "-n", "3", "--dist", "each")
+    result.assert_outcomes(passed=3)
+    for worker in ("gw0", "gw1", "gw2"):
+        loaded = json.loads((shop.path / f"loaded-{worker}.json").read_text())
+        assert loaded == {"names": ["ada", "bob", "cy"], "orders": ["3", "220.00"], "audit": 3}
+    assert seed_calls(shop) == 1
+    run(shop, "-n", "2", "--dist", "each").assert_outcomes(passed=2)
+    run(shop).assert_outcomes(passed=1)
+    assert seed_calls(shop) == 1
+    assert len(state_entries(shop)) == 1 and leftovers(shop) == []
+
+
+def test_a_changed_sql_file_rebuilds_the_state_once(shop: pytest.Pytester) -> None:
+    shop.makepyfile(LOADED)
+    run(shop).assert_outcomes(passed=1)
+    with (shop.path / "schema.sql").open("a") as schema:
+        schema.write("INSERT INTO customers (name) VALUES ('dee');\n")
+    run(shop).assert_outcomes(passed=1)
+    run(shop).assert_outcomes(passed=1)
+    assert seed_calls(shop) == 2
+    loaded = json.loads((shop.path / "loaded-local.json").read_text())
+    assert loaded["names"] == ["ada", "bob", "dee", "cy"]
+    assert len(state_entries(shop)) == 2 and leftovers(shop) == []
+
+
+def test_a_failing_sql_file_is_named_with_its_line_and_statement(shop: pytest.Pytester) -> None:
+    (shop.path / "schema.sql").write_text(
+        SCHEMA + "-- the mistake:\nINSERT INTO customers (name)\n    VALUES ('x', 'y');\n"
+    )
+    shop.makepyfile(LOADED)
+    result = run(shop)
+    result.assert_outcomes(errors=1)
+    line = SCHEMA.count("\n") + 2
+    result.stdout.fnmatch_lines(
+        [
+            f"*MySQLInitError: The SQL file schema.sql failed at line {line}: ERROR 1136 *"
+            "Column count doesn't match value count at row 1",
+            "*statement:",
+            "*INSERT INTO customers (name)",
+            "*VALUES ('x', 'y');",
+        ]
+    )
+    assert seed_calls(shop) == 0
+    assert state_entries(shop) == [] and leftovers(shop) == []
+
+
+def test_a_failing_callable_is_named(shop: pytest.Pytester) -> None:
+    (shop.path / "seed.py").write_text("def seed(socket, database):\n    raise KeyError('sku')\n")
+    shop.makepyfile(LOADED)
+    result = run(shop)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*MySQLInitError: The MySQL loader seed:seed failed: KeyError: 'sku'"]
+    )
+    assert state_entries(shop) == [] and leftovers(shop) == []
+
+
+CLEAN = """
+import pytest
+from conftest import connect, signature
+
+EXPECTED = {}
+OPEN = []  # connections the tests leave open
+
+MUTATIONS = {
+    "insert": ["INSERT INTO customers (name) VALUES ('eve')", "CALL add_customer('zed')"],
+    "update": ["UPDATE orders SET amount = 1"],
+    "delete with cascade": ["DELETE FROM customers WHERE name = 'ada'"],
+    "truncate": ["TRUNCATE TABLE audit"],
+    "insert firing the trigger": ["INSERT INTO orders (customer_id, amount) VALUES (2, 7)"],
+    "new table": ["CREATE TABLE extra (i INT)", "INSERT INTO extra VALUES (1)"],
+    "dropped table": ["SET foreign_key_checks = 0", "DROP TABLE orders"],
+    "altered column": ["ALTER TABLE customers MODIFY name VARCHAR(200) NOT NULL"],
+    "new column": ["ALTER TABLE orders ADD COLUMN note TEXT"],
+    "new database": ["CREATE DATABASE scratch", "CREATE TABLE scratch.t (i INT)"],
+    "views, triggers, routines": [
+        "DROP VIEW big_orders", "CREATE VIEW v2 AS SELECT 1 AS one",
+        "DROP TRIGGER orders_audit", "DROP PROCEDURE add_customer",
+        "CREATE FUNCTION one() RETURNS INT RETURN 1",
+    ],
+    "dropped database": ["DROP DATABASE pytest_services_test"],
+    "nothing": [],
+}
+
+
+def test_prepared(mysql, mysql_socket, mysql_database, mysql_clean):
+    EXPECTED.update(signature(mysql_socket, mysql_database))
+    assert EXPECTED["customers:rows"] == [["1", "ada"], ["2", "bob"], ["4", "cy"]]
+    assert "AUTO_INCREMENT=5" in EXPECTED["customers:create"]
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_mutation(mutation, mysql_socket, mysql_database, mysql_clean):
+    assert signature(mysql_socket, mysql_database) == EXPECTED
+    connection = connect(mysql_socket, mysql_database)
+    for sql in MUTATIONS[mutation]:
+        connection.cursor().execute(sql)
+    connection.commit()
+    assert signature(mysql_socket, mysql_database) != EXPECTED or mutation == "nothing"
+
+
+def test_uncommitted_transaction_of_an_open_connection(mysql_socket, mysql_database, mysql_clean):
+    assert signature(mysql_socket, mysql_database) == EXPECTED
+    connection = connect(mysql_socket, mysql_database)
+    connection.autocommit(False)
+    connection.cursor().execute("UPDATE customers SET name = CONCAT(name, '!')")
+    connection.cursor().execute("INSERT INTO audit (note) VALUES ('pending')")
+    OPEN.append(connection)  # neither committed nor closed: its locks stay
+
+
+def test_last(mysql_socket, mysql_database, mysql_clean):
+    assert signature(mysql_socket, mysql_database) == EXPECTED
+"""
+
+
+def test_mysql_clean_restores_the_prepared_state_after_anything(shop: pytest.Pytester) -> None:
+    shop.makepyfile(CLEAN)
+    result = run(shop, "-p", "no:randomly", "-v")
+    result.assert_outcomes(passed=16)
+
+
+def test_mysql_clean_without_init_empties_the_database(shop: pytest.Pytester) -> None:
+    shop.makeconftest(
+        CONFTEST.replace('return MySQLInit(load=[Path("schema.sql"), "seed:seed"])', "return None")
+    )
+    shop.makepyfile(
+        """
+        from conftest import connect, signature
+
+        def test_fill(mysql_socket, mysql_database, mysql_clean):
+            cursor = connect(mysql_socket, mysql_database).cursor()
+            cursor.execute("CREATE TABLE t (i INT AUTO_INCREMENT PRIMARY KEY)")
+            cursor.execute("INSERT INTO t VALUES ()")
+
+        def test_empty(mysql_socket, mysql_database, mysql_clean):
+            assert signature(mysql_socket, mysql_database)["tables"] == []
+        """
+    )
+    run(shop).assert_outcomes(passed=2)
+
+
+def test_do_mysql_clean_cleans_every_test_that_uses_the_server(shop: pytest.Pytester) -> None:
+    shop.makeconftest(
+        CONFTEST
+        + """
+@pytest.fixture(scope="session")
+def do_mysql_clean():
+    return True
+"""
+    )
+    shop.makepyfile(
+        """
+        from conftest import connect
+
+        def count(mysql_socket, mysql_database):
+            cursor = connect(mysql_socket, mysql_database).cursor()
+            cursor.execute("SELECT COUNT(*) FROM customers")
+            return cursor.fetchone()[0]
+
+        def test_one(mysql, mysql_socket, mysql_database):
+            assert count(mysql_socket, mysql_database) == 3
+            connection = connect(mysql_socket, mysql_database)
+            connection.cursor().execute("DELETE FROM customers")
+            connection.commit()
+
+        def test_two(mysql_socket, mysql_database):
+            assert count(mysql_socket, mysql_database) == 3
+        """
+    )
+    run(shop).assert_outcomes(passed=2)
+
+
+def test_mysql_url_with_sqlalchemy(shop: pytest.Pytester) -> None:
+    pytest.importorskip("sqlalchemy")
+    shop.makepyfile(
+        """
+        import sqlalchemy
+
+        def test_url(mysql_url, mysql_database):
+            assert mysql_url.startswith(f"mysql+mysqldb://root@/{mysql_database}?unix_socket=")
+            engine = sqlalchemy.create_engine(mysql_url)
+            with engine.begin() as connection:
+                names = connection.execute(
+                    sqlalchemy.text("SELECT name FROM customers ORDER BY id")
+                ).scalars().all()
+                charset = connection.execute(sqlalchemy.text("SELECT @@character_set_client"))
+                assert charset.scalar() == "utf8mb4"
+            assert names == ["ada", "bob", "cy"]
+            engine.dispose()
+        """
+    )
+    run(shop).assert_outcomes(passed=1)
+
+
+def test_mysql_init_rejects_what_it_cannot_load() -> None:
+    with pytest.raises(TypeError, match=r"load\[0\] is 'db/schema.sql': give a pathlib.Path"):
+        MySQLInit(load=["db/schema.sql"])
+    with pytest.raises(TypeError, match="takes a list of loaders, not one"):
+        MySQLInit(load=Path("schema.sql"))  # type: ignore[arg-type]
+
+
+def test_hash_files(tmp_path: Path) -> None:
+    (tmp_path / "app" / "migrations").mkdir(parents=True)
+    first = tmp_path / "app" / "migrations" / "0001_initial.py"
+    first.write_text("one")
+    key = hash_files("*/migrations/*.py", root=tmp_path)
+    assert key == hash_files("**/migrations/*.py", root=tmp_path)
+    first.write_text("two")
+    assert hash_files("*/migrations/*.py", root=tmp_path) != key
+    with pytest.raises(ValueError, match=r"no file under .* matches \['nothing/\*'\]"):
+        hash_files("nothing/*", root=tmp_path)
