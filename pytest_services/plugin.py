@@ -110,6 +110,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("services_port_range", "TCP ports to hand out, LOW-HIGH")
     parser.addini(
+        "services_django_db",
+        "put pytest-django's test database on the session's MariaDB, migrated once "
+        "(needs pytest-django; default false)",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
         "xvfb_listen_tcp",
         "let Xvfb accept (authenticated) TCP clients on 127.0.0.1:6000+N (default true)",
         type="bool",
@@ -125,6 +132,14 @@ def pytest_configure(config: pytest.Config) -> None:
         # The controller started this worker: if it dies, the worker may live on for the
         # length of a test, so the watchdog watches the controller too.
         _reaper.set_lifeline(os.getppid())
+    if config.getini("services_django_db"):
+        if not config.pluginmanager.hasplugin("django"):
+            raise pytest.UsageError(
+                "services_django_db = true needs pytest-django: "
+                "pip install 'pytest-services[django]'"
+            )
+        # Registered after pytest-django, so that its fixtures take the place of pytest-django's.
+        config.pluginmanager.import_plugin("pytest_services.django_db")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.import_plugin("pytest_services._xdist_compat")
         config.pluginmanager.register(RunKeeperPlugin(), "pytest_services.run_keeper")

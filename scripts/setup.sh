@@ -50,13 +50,14 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
     -e "$root[memcached,mysql,django]" -r "$root/requirements-test.txt"
 
-# The Django helpers are also tested against Django 4.2 LTS and against the newest release,
-# which may need a newer Python than the main environment has.
+# The Django helpers and the pytest-django integration are also tested against Django 4.2 LTS
+# and against the newest release, which may need a newer Python than the main environment has.
 django_venv() {  # django_venv NAME PYTHON REQUIREMENT
     local dir="$root/.venv-$1"
     [[ -x "$dir/bin/python" ]] || "$2" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root" "$3" pytest
-    "$dir/bin/python" -m pytest tests/test_django_settings.py -p pytester -q
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root[mysql,django]" "$3" \
+        pytest pytest-xdist
+    "$dir/bin/python" -m pytest tests/test_django_settings.py tests/test_django_db.py -p pytester -q
 }
 
 oldest_python() {  # the oldest supported Python (3.9) on the machine, else the oldest found

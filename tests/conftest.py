@@ -7,6 +7,9 @@ import pytest
 
 pytest_plugins = "pytester"
 
+#: A Django project whose own test suite the tests run in inner sessions, with its settings.
+collect_ignore = ["django_shop"]
+
 
 @pytest.fixture(autouse=True)
 def _inner_sessions_use_private_tmpdir(
