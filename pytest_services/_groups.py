@@ -74,3 +74,15 @@ def kill_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
         signal_group(process.pid, signal.SIGKILL)
         process.wait()
         wait_for_group(process, time.monotonic() + 10.0)
+
+
+def stop_groups(groups: list[int], grace: float) -> None:
+    """SIGTERM the process groups (not necessarily ours), and SIGKILL those still alive after
+    ``grace`` seconds."""
+    for pgid in groups:
+        signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(group_alive(pgid) for pgid in groups):
+        time.sleep(0.02)
+    for pgid in groups:
+        signal_group(pgid, signal.SIGKILL)

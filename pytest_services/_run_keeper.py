@@ -23,15 +23,14 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import struct
 import threading
-import time
 import uuid
 from typing import Any
 
 from pytest_services import _reaper
+from pytest_services._groups import stop_groups
 from pytest_services.locks import get_free_port, unlock_port
 
 #: Seconds between SIGTERM and SIGKILL when the run's services are stopped.
@@ -288,38 +287,3 @@ class KeeperClient:
         with contextlib.suppress(OSError):
             self._stream.close()
         self._sock.close()
-
-
-def stop_groups(groups: list[int], grace: float) -> None:
-    """SIGTERM the process groups, and SIGKILL those still alive after ``grace`` seconds."""
-    _signal_groups(groups, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups):
-        time.sleep(0.02)
-    _signal_groups(groups, signal.SIGKILL)
-
-
-def _signal_groups(groups: list[int], signum: int) -> None:
-    for pgid in groups:
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Tell whether a process of group ``pgid`` runs; zombies (nobody may reap them) don't."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                return True
-    return False
