@@ -213,7 +213,8 @@ def pytest_mysql_python(venv: Path) -> str:
     return str(python)
 
 
-def bench_pytest_mysql(runs: int, venv: Path) -> Row:
+def pytest_mysql(venv: Path) -> tuple[str, str, list[str]]:
+    """pytest-mysql's interpreter, version, and the options that run it on MariaDB."""
     python = pytest_mysql_python(venv)
     version = subprocess.run(
         [python, "-c", "import importlib.metadata as m; print(m.version('pytest-mysql'))"],
@@ -221,8 +222,6 @@ def bench_pytest_mysql(runs: int, venv: Path) -> Row:
         text=True,
         check=True,
     ).stdout.strip()
-    folder = session_folder(PYTEST_MYSQL_TEST)
-    row = Row(f"pytest-mysql {version}", note="install-db every session, no time zones")
     args = [
         "-p",
         "no:services",
@@ -232,6 +231,13 @@ def bench_pytest_mysql(runs: int, venv: Path) -> Row:
         f"--mysql-admin={find('mysqladmin')}",
         f"--mysql-install-db={find('mariadb-install-db')}",
     ]
+    return python, version, args
+
+
+def bench_pytest_mysql(runs: int, venv: Path) -> Row:
+    python, version, args = pytest_mysql(venv)
+    folder = session_folder(PYTEST_MYSQL_TEST)
+    row = Row(f"pytest-mysql {version}", note="install-db every session, no time zones")
     try:
         for _ in range(runs):
             times = run_session(python, folder, args, {})

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from bench_mysql import find, memory_folder, pytest_mysql_python, run_session
+from bench_mysql import memory_folder, pytest_mysql, run_session
 
 TABLES = 20
 ROWS = 50  # per table: 1000 in all
@@ -191,23 +190,8 @@ def bench_ready(runs: int, cache: str) -> dict[str, list[float]]:
 
 
 def bench_pytest_mysql(steps: int, venv: Path) -> tuple[str, list[float]]:
-    python = pytest_mysql_python(venv)
-    version = subprocess.run(
-        [python, "-c", "import importlib.metadata as m; print(m.version('pytest-mysql'))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    python, version, args = pytest_mysql(venv)
     folder = folder_with({"conftest.py": PYTEST_MYSQL_CONFTEST, "test_load.py": PYTEST_MYSQL_TEST})
-    args = [
-        "-p",
-        "no:services",
-        "--mysql-dbname=bench",
-        f"--mysql-mysqld={find('mariadbd')}",
-        f"--mysql-mysqld-safe={find('mysqld_safe')}",
-        f"--mysql-admin={find('mysqladmin')}",
-        f"--mysql-install-db={find('mariadb-install-db')}",
-    ]
     try:
         times = run_session(python, folder, args, {"BENCH_STEPS": str(steps)})
     finally:

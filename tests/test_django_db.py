@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mysql_support
 import pytest
+from mysql_support import needs_server
 
-from pytest_services import _mysql_cache as cache_module
 from pytest_services import _mysql_server as mysql_module
-from pytest_services.folders import memory_root, private_dir
-from pytest_services.process import ServiceError
 
 pytest.importorskip("django", reason="Django is not installed")
 pytest.importorskip("pytest_django", reason="pytest-django is not installed")
 pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
 
-try:
-    SERVER: str | None = mysql_module.find_server_binary()
-except ServiceError:
-    SERVER = None
-pytestmark = pytest.mark.skipif(
-    SERVER is None, reason=f"no MySQL/MariaDB server: {mysql_module.INSTALL_HINT}"
-)
+pytestmark = needs_server
 
 SHOP = Path(__file__).parent / "django_shop"
 
@@ -97,13 +88,7 @@ def test_migrated_rows_back_after_a_flush(mysql_clean, transactional_db):
 @pytest.fixture(scope="session")
 def base_cache() -> Iterator[Path]:
     """A cache folder with the server's base entry, built once for this file."""
-    assert SERVER is not None
-    root = Path(tempfile.mkdtemp(prefix="test-django-", dir=memory_root(tempfile.gettempdir())))
-    mysql_cache = private_dir(root / "mysql")
-    server = mysql_module.MySQLServer(SERVER, mysql_module._server_version(SERVER, mysql_cache))
-    cache_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    yield from mysql_support.base_cache("test-django-")
 
 
 @pytest.fixture

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mysql_support
 import pytest
+from mysql_support import needs_server
 
-from pytest_services import _mysql_cache as cache_module
 from pytest_services import _mysql_server as mysql_module
-from pytest_services.folders import memory_root, private_dir
 from pytest_services.mysql import MySQLInit, hash_files
-from pytest_services.process import ServiceError
 
 pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
 
-try:
-    SERVER: str | None = mysql_module.find_server_binary()
-except ServiceError:
-    SERVER = None
-pytestmark = pytest.mark.skipif(
-    SERVER is None, reason=f"no MySQL/MariaDB server: {mysql_module.INSTALL_HINT}"
-)
+pytestmark = needs_server
 
 SCHEMA = """\
 -- A small shop: foreign keys with cascades, a generated column, a trigger, a view and a
@@ -108,13 +99,7 @@ def signature(socket, db):
 @pytest.fixture(scope="session")
 def base_cache() -> Iterator[Path]:
     """A cache folder with the server's base entry, built once for this file."""
-    assert SERVER is not None
-    root = Path(tempfile.mkdtemp(prefix="test-state-", dir=memory_root(tempfile.gettempdir())))
-    mysql_cache = private_dir(root / "mysql")
-    server = mysql_module.MySQLServer(SERVER, mysql_module._server_version(SERVER, mysql_cache))
-    cache_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    yield from mysql_support.base_cache("test-state-")
 
 
 @pytest.fixture
