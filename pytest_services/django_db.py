@@ -14,6 +14,7 @@ module after pytest-django, so that its fixtures take the place of pytest-django
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
@@ -82,7 +83,7 @@ def migrate_loader(unblock: Callable[[], Any]) -> Callable[..., None]:
         from django.conf import settings
         from django.core.management import call_command
 
-        saved = json.loads(json.dumps(settings.DATABASES[DEFAULT]))
+        saved = copy.deepcopy(settings.DATABASES[DEFAULT])
         with unblock():
             _point_default_at(socket, database)
             try:

@@ -1,0 +1,1 @@
+"""The shop project: accounts, catalog, orders, reviews and billing."""
