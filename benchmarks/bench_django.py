@@ -1,0 +1,166 @@
+"""A Django project's pytest-django suite on MariaDB under ``pytest -n 2``, three ways.
+
+    python benchmarks/bench_django.py [--runs N]
+
+The project is ``tests/django_shop`` (4 apps, 30+ migrations, data migrations).  In one run
+on this machine, each way ``--runs`` times:
+
+(a) pytest-django against one MariaDB server started outside pytest, as CI jobs do with a
+    service container: every worker creates its test database and runs every migration;
+(b) the same with ``--reuse-db``, measured on the run after the one that created the
+    databases;
+(c) this plugin (``services_django_db``), warm cache: a private server per worker, started
+    from the migrated state.
+
+It prints the median setup time of pytest-django's ``django_db_setup`` per worker (for (c)
+that includes starting the worker's server) and the median wall time of the whole run.
+Needs mysqlclient, Django, pytest-django and pytest-xdist in the running interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_mysql import find, memory_folder
+
+SHOP = Path(__file__).resolve().parent.parent / "tests" / "django_shop"
+
+#: Writes how long ``django_db_setup`` took in this worker.
+TIMING_PLUGIN = """
+import json, os, time
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    started = time.perf_counter()
+    yield
+    if fixturedef.argname == "django_db_setup":
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "local")
+        with open(os.path.join(os.environ["BENCH_OUT"], f"setup-{worker}.json"), "w") as out:
+            json.dump(time.perf_counter() - started, out)
+"""
+
+#: The project's settings with the default database on the server started outside pytest.
+OUTSIDE_SETTINGS = """
+from shop_site.settings import *  # noqa: F403
+
+DATABASES = {{
+    "default": {{
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "shop",
+        "USER": "root",
+        "HOST": {socket!r},
+        "OPTIONS": {{"charset": "utf8mb4"}},
+    }}
+}}
+"""
+
+
+def start_outside_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``mariadb-install-db`` and ``mariadbd``, as a CI job's database service would run."""
+    import MySQLdb
+
+    data, socket = folder / "data", str(folder / "mysql.sock")
+    subprocess.run(
+        [find("mariadb-install-db"), "--no-defaults", "--auth-root-authentication-method=normal",
+         "--skip-test-db", f"--datadir={data}"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    command = [find("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={socket}",
+               "--skip-networking", f"--pid-file={folder}/mysql.pid", "--skip-log-bin",
+               "--innodb-flush-log-at-trx-commit=0"]  # fmt: skip
+    if os.geteuid() == 0:
+        command.append("--user=root")
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    while True:
+        try:
+            MySQLdb.connect(unix_socket=socket, user="root").close()
+            return process, socket
+        except MySQLdb.Error:
+            if process.poll() is not None:
+                sys.exit("mariadbd exited")
+            time.sleep(0.01)
+
+
+def run_suite(project: Path, out: Path, args: list[str], env: dict[str, str]) -> dict[str, float]:
+    for old in out.glob("setup-*.json"):
+        old.unlink()
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_timing",
+         "-n", "2", *args],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(out), "BENCH_OUT": str(out), **env},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"the shop suite failed ({args}):\n{result.stdout[-3000:]}\n{result.stderr}")
+    setups = [json.loads(path.read_text()) for path in out.glob("setup-*.json")]
+    return {"wall": wall, "setup": statistics.median(setups)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per way (3)")
+    options = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-django-", dir=memory_folder()))
+    project = scratch / "shop"
+    shutil.copytree(SHOP, project, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
+    (scratch / "bench_timing.py").write_text(TIMING_PLUGIN)
+    results: dict[str, list[dict[str, float]]] = {"a": [], "b": [], "c": []}
+    server, socket = start_outside_server(scratch)
+    try:
+        (project / "bench_settings.py").write_text(OUTSIDE_SETTINGS.format(socket=socket))
+        outside = ["--ds", "bench_settings"]
+        print("(a) fresh test databases on a server outside pytest ...", file=sys.stderr)
+        for _ in range(options.runs):
+            results["a"].append(run_suite(project, scratch, [*outside, "--create-db"], {}))
+        print("(b) --reuse-db ...", file=sys.stderr)
+        run_suite(project, scratch, [*outside, "--reuse-db", "--create-db"], {})
+        for _ in range(options.runs):
+            results["b"].append(run_suite(project, scratch, [*outside, "--reuse-db"], {}))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+    ini = project / "pytest.ini"
+    ini.write_text(ini.read_text() + "run_services = true\nservices_django_db = true\n")
+    env = {"PYTEST_SERVICES_CACHE_DIR": str(scratch / "cache")}
+    print("(c) pytest-services, warm cache ...", file=sys.stderr)
+    run_suite(project, scratch, [], env)  # builds the migrated state
+    for _ in range(options.runs):
+        results["c"].append(run_suite(project, scratch, [], env))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    def median(way: str, key: str) -> float:
+        return statistics.median(run[key] for run in results[way])
+
+    labels = {
+        "a": "(a) server outside pytest, migrations per worker",
+        "b": "(b) the same, --reuse-db (second run)",
+        "c": "(c) pytest-services, warm cache",
+    }
+    print(f"\nshop suite, pytest -n 2, median of {options.runs} runs\n")
+    print(f"{'':52} {'setup per worker':>17} {'wall':>9} {'setup vs (a)':>13}")
+    for way, label in labels.items():
+        setup, wall = median(way, "setup"), median(way, "wall")
+        ratio = setup / median("a", "setup")
+        print(f"{label:52} {setup * 1000:>14.0f} ms {wall:>7.2f} s {ratio:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
