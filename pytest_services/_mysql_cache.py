@@ -28,6 +28,7 @@ from pytest_services._mysql_server import (
     _digest,
     _require_tool,
 )
+from pytest_services._sparse import copy_tree, sparsify_tree
 from pytest_services.locks import file_lock
 from pytest_services.process import CalledProcessWithOutputError, check_output
 
@@ -180,7 +181,7 @@ def _build(server: MySQLServer, entry: _CacheEntry, zoneinfo: Optional[str], log
         manifest = {
             "key": entry.key,
             "version": server.version_text,
-            "files": _file_sizes(data_dir),
+            "files": _file_sizes(sparsify_tree(data_dir)),
         }
         with open(os.path.join(build, MARKER), "w", encoding="utf-8") as marker:
             json.dump(manifest, marker)
@@ -236,7 +237,7 @@ def _prune(mysql_cache: str, keep: str, log: Logger) -> None:
 
 
 def _copy_data(source: str, target: str) -> None:
-    shutil.copytree(source, target, copy_function=shutil.copyfile, dirs_exist_ok=True)
+    copy_tree(source, target)
 
 
 def prepare_data_dir(server: MySQLServer, mysql_cache: str, data_dir: str, log: Logger) -> None:

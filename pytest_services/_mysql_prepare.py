@@ -33,6 +33,7 @@ from pytest_services._mysql_cache import (
 )
 from pytest_services._mysql_server import START_TIMEOUT, MySQLServer, defaults_file_text
 from pytest_services._mysql_state import MySQLInit, MySQLInitError, run_loader, state_key
+from pytest_services._sparse import sparsify_tree
 from pytest_services.folders import StrPath, socket_path
 from pytest_services.locks import file_lock
 from pytest_services.process import start_service
@@ -197,7 +198,7 @@ def _build(
                 os.unlink(os.path.join(build, name))
         with open(os.path.join(build, STATE_FILE), "w", encoding="utf-8") as state_file:
             json.dump(state, state_file)
-        manifest = {"key": entry.key, "files": _file_sizes(data_dir)}
+        manifest = {"key": entry.key, "files": _file_sizes(sparsify_tree(data_dir))}
         with open(os.path.join(build, MARKER), "w", encoding="utf-8") as marker:
             json.dump(manifest, marker)
         os.rename(build, entry.path)
