@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -367,3 +371,51 @@ def test_hash_files(tmp_path: Path) -> None:
     assert hash_files("*/migrations/*.py", root=tmp_path) != key
     with pytest.raises(ValueError, match=r"no file under .* matches \['nothing/\*'\]"):
         hash_files("nothing/*", root=tmp_path)
+
+
+def test_a_killed_pytest_leaves_no_state_build_running(shop: pytest.Pytester) -> None:
+    (shop.path / "seed.py").write_text(
+        "import os, time\n\n"
+        "def seed(socket, database):\n"
+        "    open(os.environ['SEED_CALLS'], 'a').close()\n"
+        "    time.sleep(600)\n"
+    )
+    shop.makepyfile(LOADED)
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--run-services", "-p", "no:cacheprovider"],
+        cwd=shop.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (shop.path / "seed-calls").exists():
+            assert inner.poll() is None, "pytest ended before the loader ran"
+            assert time.monotonic() < deadline, "the loader never ran"
+            time.sleep(0.01)
+        builders = servers_of(shop.path / "cache")
+        assert builders, "no server is preparing the state"
+    finally:
+        inner.kill()
+        inner.wait()
+    deadline = time.monotonic() + 15
+    while servers_of(shop.path / "cache") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers_of(shop.path / "cache") == []
+
+
+def servers_of(cache: Path) -> list[int]:
+    """Live processes whose command line names a folder of ``cache``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    named = os.fsencode(cache) in cmdline.read()
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    zombie = stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+            except OSError:
+                continue
+            if named and not zombie:
+                found.append(int(entry))
+    return found
