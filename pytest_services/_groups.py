@@ -9,9 +9,7 @@ import signal
 import subprocess
 import time
 
-#: Shortest and longest pause while waiting for a group to end.
-FIRST_DELAY = 0.001
-MAX_DELAY = 0.05
+from pytest_services._readiness import FIRST_DELAY, MAX_DELAY
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -22,7 +22,8 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Union
 
-from pytest_services.process import ServiceError, StrPath, _checker_name
+from pytest_services._readiness import checker_name
+from pytest_services.process import ServiceError, StrPath
 
 #: Longest time, in seconds, that one check may wait for a connection or an answer.
 CALL_TIMEOUT = 0.5
@@ -214,7 +215,7 @@ class _AllOf(Checker):
             return False  # a plain callable's "not ready yet"
 
     def __repr__(self) -> str:
-        return f"all_of({', '.join(_checker_name(checker) for checker in self.checkers)})"
+        return f"all_of({', '.join(checker_name(checker) for checker in self.checkers)})"
 
 
 def tcp(port: int, host: str = "127.0.0.1") -> Checker:
