@@ -41,3 +41,10 @@ def test_more_databases(mysql_database_getter: Any, db: Any) -> None:
     cursor = db.cursor()
     cursor.execute("SHOW DATABASES LIKE 'demo_archive'")
     assert cursor.fetchone() == (name,)
+
+
+def test_a_clean_database(mysql_clean: None, db: Any) -> None:
+    # mysql_clean: whatever an earlier test of this session created is gone again.
+    cursor = db.cursor()
+    cursor.execute("SHOW TABLES")
+    assert cursor.fetchall() == ()
