@@ -17,7 +17,6 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Iterator
 
 import portalocker
 
@@ -27,6 +26,8 @@ from pytest_services.folders import StrPath
 _FLOCK = struct.Struct("hhqqi4x")
 _OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+#: Bytes of a lock table that stand for resources (ports and displays are far below).
+TABLE_END = 2**31
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = portalocker.LOCK_EX | portalocker.LOCK_NB
 
@@ -210,18 +211,27 @@ class LockTable:
         """Release resource ``number``."""
         self._fcntl(1, fcntl.F_UNLCK, number, 1)
 
-    def held_elsewhere(self, start: int = 0) -> Iterator[int]:
-        """The resources from ``start`` on that other holders have, in increasing order."""
-        position = start
-        while True:
-            answer = self._fcntl(0, fcntl.F_WRLCK, position, 0)
+    def held_elsewhere(self, start: int = 0, stop: int = TABLE_END) -> list[int]:
+        """The resources in ``[start, stop)`` that other holders have, in increasing order.
+
+        ``F_GETLK`` answers with *a* conflicting lock, not the lowest one, so the range is
+        split around each answer and both sides are asked again.
+        """
+        found: set[int] = set()
+        ranges = [(start, stop)]
+        while ranges:
+            low, high = ranges.pop()
+            if low >= high:
+                continue
+            answer = self._fcntl(0, fcntl.F_WRLCK, low, high - low)
             kind, _whence, first, length, _pid = _FLOCK.unpack(answer)
             if kind == fcntl.F_UNLCK:
-                return
-            if not length:  # a foreign lock up to the end of the file: nothing to list past it
-                return
-            yield from range(max(first, position), first + length)
-            position = first + length
+                continue
+            end = high if not length else min(high, first + length)
+            first = max(first, low)
+            found.update(range(first, end))
+            ranges += [(low, first), (end, high)]
+        return sorted(found)
 
     def close(self) -> None:
         """Close the table, which drops every lock held through it (only once)."""

@@ -15,7 +15,14 @@ import threading
 import warnings
 from typing import Any
 
-from pytest_services._lockfiles import LockError, LockTable, open_table, release, try_lock
+from pytest_services._lockfiles import (
+    TABLE_END,
+    LockError,
+    LockTable,
+    open_table,
+    release,
+    try_lock,
+)
 from pytest_services.folders import StrPath, private_dir
 
 HOST_LOCK_DIR_ENV = "PYTEST_SERVICES_HOST_LOCK_DIR"
@@ -23,7 +30,7 @@ DEFAULT_HOST_LOCK_DIR = "/tmp"
 #: Kinds of resources that belong to the whole host rather than to one user.
 HOST_WIDE = frozenset({"port", "display"})
 #: Whole numbers below this are bytes of a lock table; anything else gets a file of its own.
-TABLE_SIZE = 2**31
+TABLE_SIZE = TABLE_END
 
 
 class LockWarning(UserWarning):

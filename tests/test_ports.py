@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_services import _registry
+from pytest_services import _registry, locks
 
 OTHER_UID = 65534
 
@@ -167,3 +167,35 @@ def test_twenty_thousand_ports_under_ulimit_1024(pytester: pytest.Pytester) -> N
         "-p", "no:xdist", "-p", "no:cacheprovider", "--services-port-range=33000-60000"
     )
     result.assert_outcomes(passed=2)
+
+
+HOLD = """
+import logging, sys
+from pytest_services import locks
+port = locks.lock_resource("port", lambda taken: int(sys.argv[2]), sys.argv[1], logging.getLogger())
+print(port, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_every_holder_is_listed_whatever_order_they_locked_in(
+    host_dir: str, tmp_path: Path
+) -> None:
+    # The kernel answers a lock query with the first conflicting lock it keeps, which is
+    # not the lowest one when several holders took ports in decreasing order.
+    holders = []
+    try:
+        for port in (20500, 20300, 20100):
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD, str(tmp_path), str(port)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            holders.append(holder)
+            assert holder.stdout is not None and holder.stdout.readline() == f"{port}\n"
+        with locks.locked_resources("port", tmp_path) as taken:
+            assert {20100, 20300, 20500} <= set(taken)
+    finally:
+        for holder in holders:
+            holder.communicate("")
