@@ -14,7 +14,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, TypeVar, Union
 
 from pytest_services import _reaper
 from pytest_services._groups import kill_group
@@ -45,25 +45,71 @@ class CalledProcessWithOutputError(subprocess.CalledProcessError):
         return "\n".join(lines)
 
 
+#: A shell that waits at a gate (a pipe) until the watchdog knows its group, then becomes
+#: the program: ``$0`` and ``$@`` are the command.
+_GATE = 'read _ </proc/self/fd/{fd} && exec "$0" "$@"'
+_SHELL = "/bin/sh"
+
+Process = TypeVar("Process", bound="subprocess.Popen[Any]")
+
+
+def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str, Any]) -> Process:
+    """Start ``command`` in a session of its own that the watchdog watches before it runs.
+
+    The program is held at a gate until the watchdog has its process group, so a pytest
+    killed while starting it leaves nothing running (the gate sees end-of-file and nothing
+    is run).  Commands given to a shell, or with their own ``executable``, start ungated.
+    """
+    kwargs["start_new_session"] = True
+    kwargs.pop("process_group", None)
+    if isinstance(command, (str, bytes, os.PathLike)):
+        command = [command]
+    gated = (
+        not kwargs.get("shell")
+        and "executable" not in kwargs
+        and os.path.exists(_SHELL)
+        and os.path.isdir("/proc/self/fd")
+    )
+    if not gated:
+        process = popen(command, **kwargs)
+        _reaper.watch(process.pid)
+        return process
+    gate, opener = os.pipe()
+    closing = f" {gate}<&-" if gate <= 9 else ""  # a POSIX shell names descriptors 0 to 9
+    kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), gate)
+    try:
+        process = popen(
+            [_SHELL, "-c", _GATE.format(fd=gate) + closing, *map(os.fspath, command)], **kwargs
+        )
+    except BaseException:
+        os.close(opener)
+        raise
+    finally:
+        os.close(gate)
+    try:
+        _reaper.watch(process.pid)
+        os.write(opener, b"go\n")
+    finally:
+        os.close(opener)
+    return process
+
+
 def check_output(*popenargs: Any, **kwargs: Any) -> tuple[bytes, bytes]:
     """Run a command and return its ``(stdout, stderr)``; raise on a non-zero exit code."""
     for stream in ("stdout", "stderr"):
         if stream in kwargs:
             raise ValueError(f"{stream} argument not allowed, it will be overridden.")
-    kwargs["start_new_session"] = True
-    kwargs.pop("process_group", None)
-    process = subprocess.Popen(  # type: ignore[call-overload]
-        *popenargs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
-    )
-    _reaper.watch(process.pid)
+    command = kwargs.pop("args") if "args" in kwargs else popenargs[0]
+    options = dict(zip(("bufsize", "executable", "stdin"), popenargs[1:]), **kwargs)
+    options.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process: subprocess.Popen[bytes] = spawn_watched(subprocess.Popen, command, options)
     try:
         output, err = process.communicate()
     finally:
         kill_group(process)  # whatever it left running, or all of it when we were interrupted
         _reaper.forget(process.pid)
     if process.returncode:
-        cmd = kwargs.get("args", popenargs[0] if popenargs else None)
-        raise CalledProcessWithOutputError(process.returncode, cmd, output, err)
+        raise CalledProcessWithOutputError(process.returncode, command, output, err)
     return output, err
 
 

@@ -30,6 +30,7 @@ from pytest_services._commands import (
     check_output,
     find_executable,
     find_program,
+    spawn_watched,
 )
 from pytest_services._groups import group_alive, signal_group, wait_for_group
 from pytest_services._readiness import (
@@ -181,10 +182,8 @@ def start_service(
                 log_file.close()
             raise
     kwargs.setdefault("stdin", subprocess.DEVNULL)
-    kwargs["start_new_session"] = True
-    kwargs.pop("process_group", None)
     try:
-        process = ServiceProcess(command, **kwargs)
+        process = spawn_watched(ServiceProcess, command, kwargs)
     except OSError as exc:
         raise ServiceError(
             f"Cannot start {label!r}: {exc} (command: {shlex.join(command)})"
@@ -194,7 +193,6 @@ def start_service(
             log_file.close()
     process.name, process.command, process.log_path, process.grace = label, command, log_path, grace
     process.started_at = time.time()
-    _reaper.watch(process.pgid)
     _running[process.pid] = process
     try:
         _wait_until_ready(process, checker, timeout)

@@ -581,3 +581,57 @@ def test_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
         "arguments[1] is the int 5; arguments must be str or pathlib.Path: write '5'."
     )
     assert list(tmp_path.iterdir()) == []  # nothing started, no log written
+
+
+# Starts a service with the watchdog told late, as on a loaded machine, and says when the
+# service is started but not yet watched: the moment the test kills this process.
+LATE_WATCH = """
+import pathlib, sys, time
+from pytest_services import _reaper
+from pytest_services.process import start_service
+
+marker, log_dir = sys.argv[1], sys.argv[2]
+_reaper.start()
+watch = _reaper.watch
+
+def late_watch(pgid):
+    pathlib.Path(marker).touch()
+    time.sleep(60)
+    watch(pgid)
+
+_reaper.watch = late_watch
+start_service("sleep", ["617.25"], log_dir=log_dir)
+"""
+
+
+def test_a_service_killed_before_it_is_watched_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", LATE_WATCH, str(marker), str(tmp_path / "logs")]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert starter.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        starter.kill()
+        starter.wait()
+    time.sleep(0.5)
+    running = [pid for pid in pids_running("617.25")]
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
+    assert running == [], "the service ran although its starter died before watching it"
+
+
+def pids_running(argument: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if argument.encode() in cmdline.read().split(b"\0") and alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
