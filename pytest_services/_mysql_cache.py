@@ -190,6 +190,11 @@ def _build(server: MySQLServer, entry: _CacheEntry, zoneinfo: Optional[str], log
         shutil.rmtree(build, ignore_errors=True)
 
 
+def base_entry(server: MySQLServer, mysql_cache: str) -> _CacheEntry:
+    """The cache entry of ``server``'s initialised data directory, built or not."""
+    return _cache_entry(server, mysql_cache, _timezone_source()[1])
+
+
 def cached_data_dir(server: MySQLServer, mysql_cache: str, log: Logger) -> str:
     """An initialised data directory for ``server`` to copy from; built on first use."""
     zoneinfo, timezones = _timezone_source()

@@ -29,6 +29,7 @@ from pytest_services._mysql_cache import (
     _file_sizes,
     _mark_used,
     _prune,
+    base_entry,
     cached_data_dir,
 )
 from pytest_services._mysql_server import START_TIMEOUT, MySQLServer, defaults_file_text
@@ -217,10 +218,11 @@ def prepared_entry(
     log: Logger,
 ) -> tuple[str, State]:
     """The data directory and description of the prepared state; built on first use."""
-    base = cached_data_dir(server, mysql_cache, log)
-    key = f"{os.path.basename(os.path.dirname(base))}-state-{state_key(init, database)}"
+    base = base_entry(server, mysql_cache)
+    key = f"{base.key}-state-{state_key(init, database)}"
     entry = _CacheEntry(key, os.path.join(mysql_cache, key))
     if not _entry_is_complete(entry):
+        base_data = cached_data_dir(server, mysql_cache, log)  # only a build needs it
         with file_lock(f"{entry.path}.lock", remove=False, timeout=BUILD_LOCK_TIMEOUT):
             if not _entry_is_complete(entry):
                 for name in os.listdir(mysql_cache):
@@ -228,10 +230,11 @@ def prepared_entry(
                         shutil.rmtree(os.path.join(mysql_cache, name), ignore_errors=True)
                 _discard(entry.path)
                 log.info("preparing the MySQL state %s", entry.path)
-                _build(server, base, entry, init, database, run_dir, log_dir)
+                _build(server, base_data, entry, init, database, run_dir, log_dir)
         _prune(mysql_cache, key, log)
     else:
         _mark_used(entry)
+        _mark_used(base)  # a later rebuild starts from it: keep it from being pruned
     with open(os.path.join(entry.path, STATE_FILE), encoding="utf-8") as state_file:
         state: State = json.load(state_file)
     return entry.data_dir, state
