@@ -15,8 +15,11 @@ collect_ignore = ["django_shop"]
 def _inner_sessions_use_private_tmpdir(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Inner pytest sessions put their folders (and logs kept after failures) in our tmp."""
+    """Inner pytest sessions put their folders (and logs kept after failures) in our tmp, and
+    do not take themselves for a pytest-xdist worker when this suite runs under ``-n``."""
     monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmpdir")))
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.hookimpl(wrapper=True)

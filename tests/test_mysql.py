@@ -410,7 +410,7 @@ def test_failed_initialisation_is_reported(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, memory_dir: Path
 ) -> None:
     assert SERVER is not None
-    bin_dir = memory_dir / "bin"
+    bin_dir = inner.path / "bin"  # on disk: /dev/shm may be mounted noexec
     bin_dir.mkdir()
     (bin_dir / "mariadbd").symlink_to(SERVER)
     install_db = bin_dir / "mariadb-install-db"
@@ -472,7 +472,7 @@ def test_killed_pytest_leaves_no_cache_build_running(
     real_install_db = mysql_module._require_tool(
         mysql_module.MySQLServer(SERVER, ""), ("mariadb-install-db", "mysql_install_db")
     )
-    bin_dir = memory_dir / "bin"
+    bin_dir = inner.path / "bin"  # on disk: /dev/shm may be mounted noexec
     bin_dir.mkdir()
     (bin_dir / "mariadbd").symlink_to(SERVER)
     install_db = bin_dir / "mariadb-install-db"

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,10 +69,19 @@ def host_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     shutil.rmtree(path)
 
 
-def _lock_dir_of(uid: int) -> str:
-    path = tempfile.mkdtemp(prefix=f"locks-{uid}-", dir="/tmp")
-    os.chown(path, uid, uid)
-    return path
+@pytest.fixture
+def lock_dir_of(tmp_path: Path) -> Iterator[Callable[[int], str]]:
+    """Makes a lock folder of the given user, in /tmp where any user can reach it."""
+    made: list[str] = []
+
+    def make(uid: int) -> str:
+        made.append(tempfile.mkdtemp(prefix=f"locks-{uid}-", dir="/tmp"))
+        os.chown(made[-1], uid, uid)
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -82,10 +91,12 @@ def other_user() -> int:
     return OTHER_UID
 
 
-def test_two_users_never_share_ports_or_displays(host_dir: str, other_user: int) -> None:
+def test_two_users_never_share_ports_or_displays(
+    host_dir: str, other_user: int, lock_dir_of: Callable[[int], str]
+) -> None:
     env = dict(os.environ)
-    mine = _allocate(_lock_dir_of(os.getuid()), 300, os.getuid(), env)
-    theirs = _allocate(_lock_dir_of(other_user), 300, other_user, env)
+    mine = _allocate(lock_dir_of(os.getuid()), 300, os.getuid(), env)
+    theirs = _allocate(lock_dir_of(other_user), 300, other_user, env)
     try:
         reports = [_report(mine), _report(theirs)]
     finally:
@@ -104,7 +115,7 @@ def test_two_users_never_share_ports_or_displays(host_dir: str, other_user: int)
 
 @pytest.mark.parametrize("planted", ["folder", "symlink", "foreign file"])
 def test_planted_table_falls_back_to_the_users_own(
-    host_dir: str, other_user: int, planted: str
+    host_dir: str, other_user: int, planted: str, lock_dir_of: Callable[[int], str]
 ) -> None:
     table = Path(host_dir, "pytest-services-port.table")
     if planted == "folder":
@@ -117,7 +128,7 @@ def test_planted_table_falls_back_to_the_users_own(
         table.write_text("")
         table.chmod(0o600)  # root's, closed to the other user
         reason = "Permission denied"
-    lock_dir = _lock_dir_of(other_user)
+    lock_dir = lock_dir_of(other_user)
     process = _allocate(lock_dir, 5, other_user, dict(os.environ))
     try:
         report = _report(process)
