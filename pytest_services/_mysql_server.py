@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_services.folders import private_dir
+from pytest_services.folders import private_dir, shared_user_dir
 from pytest_services.process import (
     CalledProcessWithOutputError,
     ServiceError,
@@ -197,7 +197,7 @@ def cache_root(memory_root_dir: str) -> str:
     if configured:
         return private_dir(os.path.abspath(configured))
     parent = os.path.abspath(memory_root_dir)
-    return private_dir(os.path.join(parent, f"pytest-services-cache-{os.getuid()}"))
+    return shared_user_dir(os.path.join(parent, f"pytest-services-cache-{os.getuid()}"), "cache")
 
 
 def _digest(text: str) -> str:

@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
+import warnings
 from collections.abc import Iterator
 from logging import Logger
 from pathlib import Path
@@ -45,6 +46,35 @@ _owned: dict[str, int] = {}
 
 class FolderError(Exception):
     """A folder the plugin needs cannot be created or is not safe to use."""
+
+
+class FolderWarning(UserWarning):
+    """A shared folder of the user's was taken by someone else; another one serves."""
+
+
+def shared_user_dir(preferred: str, name: str) -> str:
+    """``preferred`` created private, or, where something not the user's already stands
+    there (planted by another user of the host), ``~/.cache/pytest-services/NAME``.
+
+    Every session of the user finds the same thing at ``preferred``, so all of them agree
+    on the folder either way; another user can only move it, never make a session fail.
+    """
+    try:
+        return private_dir(preferred)
+    except FolderError as exc:
+        try:
+            info = os.lstat(preferred)
+        except OSError:
+            raise exc from None
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            raise
+        fallback = os.path.join(os.path.expanduser("~"), ".cache", "pytest-services", name)
+        warnings.warn(
+            f"{exc} Using {fallback} instead, for every session of yours while it stays.",
+            FolderWarning,
+            stacklevel=2,
+        )
+        return private_dir(fallback)
 
 
 def private_dir(path: StrPath) -> str:
@@ -235,7 +265,7 @@ def run_dir(memory_base_dir: str, services_log: Logger) -> str:
 @pytest.fixture(scope="session")
 def lock_dir(services_log: Logger) -> str:
     """Folder of the port and display locks, shared by all sessions of the user on the host."""
-    path = private_dir(default_lock_dir())
+    path = shared_user_dir(default_lock_dir(), "locks")
     services_log.debug("lock dir %s", path)
     return path
 

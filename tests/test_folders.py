@@ -269,3 +269,39 @@ def test_relative_paths_are_taken_from_where_pytest_started(
         assert (where / ".ci-cache" / "pytest-services" / "mysql").is_dir()
     finally:
         shutil.rmtree(where)
+
+
+def test_folders_planted_by_another_user_are_moved_around(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to plant a folder as another user")
+    shm = pytester.path / "shm"  # stands in for /dev/shm, which other sessions use
+    shm.mkdir()
+    shm.chmod(0o1777)
+    for name in (f"pytest-services-locks-{os.getuid()}", f"pytest-services-cache-{os.getuid()}"):
+        (shm / name).mkdir(mode=0o700)
+        os.chown(shm / name, 65534, 65534)
+    monkeypatch.setenv("HOME", str(pytester.path / "home"))
+    pytester.makeconftest(f"from pytest_services import folders\nfolders.SHM = {str(shm)!r}\n")
+    pytester.makepyfile(
+        """
+        import os
+        from pytest_services import _mysql_server
+
+        def test_sessions_still_work(lock_dir, port_getter, memory_root_dir):
+            home = os.path.expanduser("~/.cache/pytest-services")
+            assert lock_dir == os.path.join(home, "locks")
+            assert port_getter()
+            assert _mysql_server.cache_root(memory_root_dir) == os.path.join(home, "cache")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-W", "always")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*FolderWarning: The folder {shm}/pytest-services-locks-* belongs to uid 65534, "
+            "not to you (uid 0); remove it or use another location. Using */home/.cache/"
+            "pytest-services/locks instead, for every session of yours while it stays.",
+        ]
+    )
