@@ -264,10 +264,8 @@ def print_table(rows: list[Row], reference: Row) -> None:
     print("\nmedians; ratio = total / total of the warm pytest-services session")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="sessions per variant (default 10)")
-    parser.add_argument("--cold-runs", type=int, default=3, help="cold-cache sessions (default 3)")
+def add_pytest_mysql_options(parser: argparse.ArgumentParser) -> None:
+    """``--pytest-mysql-venv`` and ``--no-pytest-mysql``."""
     parser.add_argument(
         "--pytest-mysql-venv",
         type=Path,
@@ -275,6 +273,13 @@ def main() -> None:
         help="virtual environment with pytest-mysql, created if missing",
     )
     parser.add_argument("--no-pytest-mysql", action="store_true", help="skip pytest-mysql")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="sessions per variant (default 10)")
+    parser.add_argument("--cold-runs", type=int, default=3, help="cold-cache sessions (default 3)")
+    add_pytest_mysql_options(parser)
     options = parser.parse_args()
 
     warm, cold = bench_services(options.runs, options.cold_runs)

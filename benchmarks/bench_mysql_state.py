@@ -27,7 +27,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from bench_mysql import memory_folder, pytest_mysql, run_session
+from bench_mysql import add_pytest_mysql_options, memory_folder, pytest_mysql, run_session
 
 TABLES = 20
 ROWS = 50  # per table: 1000 in all
@@ -207,13 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=150, help="tests in the clean session")
     parser.add_argument("--runs", type=int, default=7, help="sessions per readiness case")
-    parser.add_argument(
-        "--pytest-mysql-venv",
-        type=Path,
-        default=Path(tempfile.gettempdir(), "bench-pytest-mysql"),
-        help="virtual environment with pytest-mysql, created if missing",
-    )
-    parser.add_argument("--no-pytest-mysql", action="store_true", help="skip pytest-mysql")
+    add_pytest_mysql_options(parser)
     options = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="bench-mysql-state-cache-", dir=memory_folder())
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from proc_support import alive, processes_naming
 
 from pytest_services import _mysql_cache as cache_module
 from pytest_services import _mysql_server as mysql_module
@@ -140,14 +141,6 @@ def leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in (cache / "mysql").iterdir() if p.name.startswith("."))
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_default_database_tables(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
@@ -175,7 +168,7 @@ def test_default_database_tables(inner: pytest.Pytester) -> None:
     assert seen["database"] == "pytest_services_test"
     assert seen["users"] >= 1
     assert seen["networking"] == 1
-    assert not pid_alive(seen["pid"])
+    assert not alive(seen["pid"])
 
 
 def test_paths_defaults_file_and_connection_url(inner: pytest.Pytester) -> None:
@@ -208,7 +201,7 @@ def test_paths_defaults_file_and_connection_url(inner: pytest.Pytester) -> None:
     seen = report(inner)
     assert "[mysqld]" in seen["defaults"]
     assert "skip-networking" in seen["defaults"]
-    assert not pid_alive(seen["pid_file"])
+    assert not alive(seen["pid_file"])
     assert not os.path.exists(seen["base"])
 
 
@@ -312,7 +305,7 @@ def test_xdist_workers_get_their_own_servers_from_a_cold_cache(
     assert first["tables"] == second["tables"] == [["mine"]]
     assert len(entries(cache)) == 1
     assert leftovers(cache) == []
-    assert not pid_alive(first["pid"]) and not pid_alive(second["pid"])
+    assert not alive(first["pid"]) and not alive(second["pid"])
 
 
 TOUCH_SERVER = """
@@ -450,20 +443,6 @@ def test_fixtures_are_listed_with_docstrings(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["mysql_database_getter [[]session scope[]]*", "    Function *"])
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if text.encode() in cmdline.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return [pid for pid in found if pid_alive(pid)]
-
-
 def test_killed_pytest_leaves_no_cache_build_running(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, memory_dir: Path
 ) -> None:
@@ -499,7 +478,7 @@ def test_killed_pytest_leaves_no_cache_build_running(
     )
     try:
         deadline = time.monotonic() + 60
-        while not (builders := _processes_mentioning(str(cache))):
+        while not (builders := processes_naming(str(cache))):
             assert pytest_process.poll() is None, "pytest ended before building the cache"
             assert time.monotonic() < deadline, "the cache build never started"
             time.sleep(0.005)
@@ -507,9 +486,9 @@ def test_killed_pytest_leaves_no_cache_build_running(
         pytest_process.kill()
         pytest_process.wait()
     deadline = time.monotonic() + 15
-    while _processes_mentioning(str(cache)) and time.monotonic() < deadline:
+    while processes_naming(str(cache)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = _processes_mentioning(str(cache))
+    left = processes_naming(str(cache))
     for pid in left:  # do not leave a hanging build behind for ten minutes
         with contextlib.suppress(OSError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)

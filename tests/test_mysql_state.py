@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import mysql_support
 import pytest
 from mysql_support import needs_server
+from proc_support import processes_naming
 
 from pytest_services import _mysql_server as mysql_module
 from pytest_services.mysql import MySQLInit, hash_files
@@ -393,29 +393,12 @@ def test_a_killed_pytest_leaves_no_state_build_running(shop: pytest.Pytester) ->
             assert inner.poll() is None, "pytest ended before the loader ran"
             assert time.monotonic() < deadline, "the loader never ran"
             time.sleep(0.01)
-        builders = servers_of(shop.path / "cache")
+        builders = processes_naming(str(shop.path / "cache"))
         assert builders, "no server is preparing the state"
     finally:
         inner.kill()
         inner.wait()
     deadline = time.monotonic() + 15
-    while servers_of(shop.path / "cache") and time.monotonic() < deadline:
+    while processes_naming(str(shop.path / "cache")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert servers_of(shop.path / "cache") == []
-
-
-def servers_of(cache: Path) -> list[int]:
-    """Live processes whose command line names a folder of ``cache``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    named = os.fsencode(cache) in cmdline.read()
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    zombie = stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-            except OSError:
-                continue
-            if named and not zombie:
-                found.append(int(entry))
-    return found
+    assert processes_naming(str(shop.path / "cache")) == []

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from proc_support import alive, processes_naming
 
 from pytest_services.process import (
     CalledProcessWithOutputError,
@@ -61,15 +62,6 @@ if args.ready:
 while True:
     time.sleep(1)
 """
-
-
-def alive(pid: int) -> bool:
-    """Tell whether ``pid`` runs (zombies count as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_gone(pids: list[int], seconds: float = 15.0) -> list[int]:
@@ -618,20 +610,7 @@ def test_a_service_killed_before_it_is_watched_never_runs(tmp_path: Path) -> Non
         starter.kill()
         starter.wait()
     time.sleep(0.5)
-    running = [pid for pid in pids_running("617.25")]
+    running = processes_naming("617.25", whole_argument=True)
     for pid in running:
         os.kill(pid, signal.SIGKILL)
     assert running == [], "the service ran although its starter died before watching it"
-
-
-def pids_running(argument: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    if argument.encode() in cmdline.read().split(b"\0") and alive(int(entry)):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found

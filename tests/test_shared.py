@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import xdist
+from proc_support import alive
 
 from pytest_services._run_keeper import KeeperClient, RunKeeper
 
@@ -85,15 +86,6 @@ def test_{n}_b(search):
 def test_{n}_c(search):
     assert ask(search["port"]) == search["pid"]
 """
-
-
-def alive(pid: int) -> bool:
-    """Tell whether ``pid`` runs (zombies count as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_gone(pid: int, seconds: float = 15.0) -> bool:
