@@ -29,6 +29,9 @@ class X11Handshake:
     the display) never counts as ready, even if it lets anyone in.
     """
 
+    #: Each call waits at most ``timeout`` for the server: the engine may call it directly.
+    bounded = True
+
     def __init__(self, display: int, cookie: str, timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.path = X_SOCKET.format(display)
         self.request = _setup_request(bytes.fromhex(cookie))

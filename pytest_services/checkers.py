@@ -40,6 +40,9 @@ class CheckerError(ServiceError):
 class Checker:
     """Base of the ready-made checkers: a callable with a readable ``repr``."""
 
+    #: Each call ends within ``CALL_TIMEOUT``: the engine may call it directly.
+    bounded = True
+
     def __call__(self) -> bool:
         raise NotImplementedError
 
@@ -200,6 +203,7 @@ class _AllOf(Checker):
         if not checkers:
             raise CheckerError("all_of() needs at least one checker.")
         self.checkers = checkers
+        self.bounded = all(getattr(checker, "bounded", False) for checker in checkers)
 
     def bind(self, log_path: Path | None) -> None:
         """Pass the service's log to every member that reads it."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_services._readiness import bounded
 from pytest_services.folders import socket_path
 from pytest_services.process import ServiceError, ServiceProcess, find_program
 from pytest_services.service import WatcherGetter
@@ -61,6 +62,7 @@ def memcached_version(path: str, timeout: float = REQUEST_TIMEOUT) -> str:
 def memcached_checker(path: str) -> Callable[[], bool]:
     """Return a readiness check: true once the server answers ``version`` on ``path``."""
 
+    @bounded  # each request has a timeout
     def answers_version() -> bool:
         try:
             memcached_version(path)

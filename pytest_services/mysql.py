@@ -38,6 +38,7 @@ from pytest_services._mysql_server import (
     mysql_cache_dir,
 )
 from pytest_services._mysql_state import MySQLInit, MySQLInitError, hash_files
+from pytest_services._readiness import bounded
 from pytest_services.folders import private_dir, socket_path
 from pytest_services.process import ServiceProcess
 from pytest_services.service import WatcherGetter
@@ -165,6 +166,7 @@ def mysql_watcher(
             folders.keep_logs(logs)
             raise
 
+    @bounded  # connect_timeout
     def checker() -> bool:
         if not os.path.exists(mysql_socket):
             return False
