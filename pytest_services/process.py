@@ -37,6 +37,7 @@ from pytest_services._readiness import (
     FIRST_DELAY,
     MAX_DELAY,
     CheckerCalls,
+    bounded,
     checker_name,
     next_delay,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "ServiceProcess",
     "ServiceStartError",
     "StrPath",
+    "bounded",
     "check_output",
     "find_executable",
     "find_program",
