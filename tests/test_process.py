@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pytest_services.process import (
     CalledProcessWithOutputError,
     ServiceError,
     ServiceStartError,
+    bounded,
     check_output,
     start_service,
 )
@@ -614,3 +616,20 @@ def test_a_service_killed_before_it_is_watched_never_runs(tmp_path: Path) -> Non
     for pid in running:
         os.kill(pid, signal.SIGKILL)
     assert running == [], "the service ran although its starter died before watching it"
+
+
+def test_bounded_checkers_are_called_directly_others_on_a_thread(tmp_path: Path) -> None:
+    threads: dict[str, str] = {}
+
+    def plain() -> bool:
+        threads["plain"] = threading.current_thread().name
+        return True
+
+    @bounded
+    def quick() -> bool:
+        threads["quick"] = threading.current_thread().name
+        return True
+
+    for checker in (plain, quick):
+        start_service("sleep", ["60"], checker=checker, log_dir=tmp_path, grace=0).stop()
+    assert threads == {"plain": "checker", "quick": threading.current_thread().name}
