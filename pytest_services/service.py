@@ -97,6 +97,28 @@ def session_id(request: pytest.FixtureRequest) -> str:
     return f"{uuid.uuid4().hex}-{get_worker_id(request.config)}"
 
 
+def start_keeping_logs(
+    name: StrPath,
+    arguments: Optional[Sequence[StrPath]],
+    kwargs: Optional[Mapping[str, Any]],
+    *,
+    timeout: float,
+    checker: Optional[Callable[[], object]],
+    grace: float,
+    logs: StrPath,
+) -> ServiceProcess:
+    """:func:`start_service` with its output in ``logs``, a folder kept after the session if
+    the start fails (the error names a log there)."""
+    try:
+        return start_service(
+            name, arguments, kwargs, timeout=timeout, checker=checker, log_dir=logs, grace=grace
+        )
+    except ServiceStartError as error:
+        if error.log_path is not None:
+            folders.keep_logs(logs)
+        raise
+
+
 @pytest.fixture(scope="session")
 def watcher_getter(
     request: pytest.FixtureRequest, base_dir: str, services_log: Logger
@@ -127,14 +149,9 @@ def watcher_getter(
             )
             request = session_request
         services_log.debug("starting %s %s", name, list(arguments or ()))
-        try:
-            process = start_service(
-                name, arguments, kwargs, timeout=timeout, checker=checker, log_dir=logs, grace=grace
-            )
-        except ServiceStartError as error:
-            if error.log_path is not None:
-                folders.keep_logs(logs)
-            raise
+        process = start_keeping_logs(
+            name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=logs
+        )
         services_log.debug("%s is ready, pid %d", process.name, process.pid)
         _owners[process.pid] = (request.fixturename, request.scope)
 

@@ -30,11 +30,14 @@ from pytest_services.log import get_logger
 from pytest_services.process import (
     DEFAULT_GRACE,
     ServiceProcess,
-    ServiceStartError,
     StrPath,
-    start_service,
 )
-from pytest_services.service import ServicesWarning, get_worker_id, is_xdist_worker
+from pytest_services.service import (
+    ServicesWarning,
+    get_worker_id,
+    is_xdist_worker,
+    start_keeping_logs,
+)
 
 #: The key of ``workerinput`` under which the controller names the keeper of the run.
 RUN_KEY = "pytest_services_run"
@@ -77,20 +80,9 @@ class RunWatcherGetter:
         *,
         grace: float = DEFAULT_GRACE,
     ) -> ServiceProcess:
-        try:
-            process = start_service(
-                name,
-                arguments,
-                kwargs,
-                timeout=timeout,
-                checker=checker,
-                log_dir=self._logs,
-                grace=grace,
-            )
-        except ServiceStartError as error:
-            if error.log_path is not None:
-                folders.keep_logs(self._logs)
-            raise
+        process = start_keeping_logs(
+            name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=self._logs
+        )
         self.started.append(process)
         return process
 
