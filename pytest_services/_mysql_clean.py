@@ -78,7 +78,7 @@ class MySQLCleaner:
         try:
             self._reset()
         except Exception as exc:
-            if getattr(exc, "args", (None,))[0] not in (*_LOCK_ERRORS, 2006, 2013):
+            if _error_code(exc) not in (*_LOCK_ERRORS, 2006, 2013):
                 raise
             # A lock held by an idle connection, or our connection was killed: end every
             # other connection, and do it once more on a new one.
@@ -133,7 +133,7 @@ class MySQLCleaner:
             try:
                 self._query(f"KILL {int(thread)}")
             except Exception as exc:  # it ended by itself meanwhile
-                if getattr(exc, "args", (None,))[0] != 1094:  # unknown thread id
+                if _error_code(exc) != 1094:  # unknown thread id
                     raise
 
     def _binlog_position(self) -> tuple[str, int]:
@@ -262,6 +262,11 @@ class MySQLCleaner:
             for trigger in state["triggers"].values():
                 if trigger["table"] in with_triggers:
                     self._query(trigger["create"])
+
+
+def _error_code(exc: BaseException) -> object:
+    """The server's error number of a client error (its first argument), or None."""
+    return exc.args[0] if exc.args else None
 
 
 def _mentioned(name: str, statements: Iterable[str]) -> bool:

@@ -270,6 +270,14 @@ def test_uncommitted_transaction_of_an_open_connection(mysql_socket, mysql_datab
     OPEN.append(connection)  # neither committed nor closed: its locks stay
 
 
+def test_table_locked_by_an_idle_connection(mysql_socket, mysql_database, mysql_clean):
+    assert signature(mysql_socket, mysql_database) == EXPECTED
+    connection = connect(mysql_socket, mysql_database, autocommit=True)
+    connection.cursor().execute("LOCK TABLES customers WRITE")
+    connection.cursor().execute("DELETE FROM customers WHERE name = 'bob'")
+    OPEN.append(connection)  # no transaction, but its table lock blocks the restore
+
+
 def test_last(mysql_socket, mysql_database, mysql_clean):
     assert signature(mysql_socket, mysql_database) == EXPECTED
 """
@@ -278,7 +286,7 @@ def test_last(mysql_socket, mysql_database, mysql_clean):
 def test_mysql_clean_restores_the_prepared_state_after_anything(shop: pytest.Pytester) -> None:
     shop.makepyfile(CLEAN)
     result = run(shop, "-p", "no:randomly", "-v")
-    result.assert_outcomes(passed=16)
+    result.assert_outcomes(passed=17)
 
 
 def test_mysql_clean_without_init_empties_the_database(shop: pytest.Pytester) -> None:
