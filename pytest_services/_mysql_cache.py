@@ -241,15 +241,11 @@ def _prune(mysql_cache: str, keep: str, log: Logger) -> None:
                 os.unlink(f"{path}.lock")
 
 
-def _copy_data(source: str, target: str) -> None:
-    copy_tree(source, target)
-
-
 def prepare_data_dir(server: MySQLServer, mysql_cache: str, data_dir: str, log: Logger) -> None:
     """Fill ``data_dir`` with a copy of the cached data directory."""
     try:
-        _copy_data(cached_data_dir(server, mysql_cache, log), data_dir)
+        copy_tree(cached_data_dir(server, mysql_cache, log), data_dir)
     except OSError:
         # Another session found the entry damaged and is replacing it: take the new one.
         shutil.rmtree(data_dir, ignore_errors=True)
-        _copy_data(cached_data_dir(server, mysql_cache, log), data_dir)
+        copy_tree(cached_data_dir(server, mysql_cache, log), data_dir)

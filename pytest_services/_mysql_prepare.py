@@ -23,7 +23,6 @@ from pytest_services._mysql_cache import (
     BUILD_LOCK_TIMEOUT,
     MARKER,
     _CacheEntry,
-    _copy_data,
     _discard,
     _entry_is_complete,
     _file_sizes,
@@ -34,7 +33,7 @@ from pytest_services._mysql_cache import (
 )
 from pytest_services._mysql_server import START_TIMEOUT, MySQLServer, defaults_file_text
 from pytest_services._mysql_state import MySQLInit, MySQLInitError, run_loader, state_key
-from pytest_services._sparse import sparsify_tree
+from pytest_services._sparse import copy_tree, sparsify_tree
 from pytest_services.folders import StrPath, socket_path
 from pytest_services.locks import file_lock
 from pytest_services.process import start_service
@@ -153,7 +152,7 @@ def _build(
     build = tempfile.mkdtemp(prefix=f".build-{entry.key}-", dir=os.path.dirname(entry.path))
     try:
         data_dir = os.path.join(build, "data")
-        _copy_data(base, data_dir)
+        copy_tree(base, data_dir)
         socket = socket_path(run_dir, "mysql-prepare.sock")
         defaults = os.path.join(build, "my.cnf")
         tmp_dir = os.path.join(build, "tmp")
@@ -254,7 +253,7 @@ def prepare_state_data_dir(
     for attempt in (1, 2):
         source, state = prepared_entry(server, mysql_cache, init, database, run_dir, log_dir, log)
         try:
-            _copy_data(source, data_dir)
+            copy_tree(source, data_dir)
             return state
         except OSError:
             # Another session found the entry damaged and is replacing it: take the new one.
