@@ -2,7 +2,7 @@
 
 An inner pytest session runs ``--tests`` (1000) passing tests while three services started
 through ``watcher_getter`` run for the whole session.  It runs with the hooks of
-``pytest_services.report`` and without them (``-p no:pytest_services.report``), in
+``pytest_services._report`` and without them (``-p no:pytest_services._report``), in
 alternating order, ``--rounds`` times each.  The inner ``conftest.py`` adds up the time
 spent inside the module's hooks (it registers a timing stand-in for them), and times the
 test loop alone (``pytest_runtestloop``), so interpreter start-up and collection do not
@@ -137,7 +137,7 @@ def run_session(folder: Path, with_hooks: bool) -> tuple[float, float]:
     result = folder / "result.json"
     command = [*_common.inner_pytest_command(sys.executable, folder), "--run-services"]
     if not with_hooks:
-        command += ["-p", "no:pytest_services.report"]
+        command += ["-p", "no:pytest_services._report"]
     completed = subprocess.run(
         command,
         env=_common.inner_env({"BENCH_RESULT": str(result)}),

@@ -7,7 +7,7 @@ processes of the same user, and keeps for the whole run:
 * which worker starts each shared service, and the outcome it publishes (a JSON value or an
   error), handed to every worker that asks;
 * the process groups of those services, which it watches through this process's watchdog
-  (:mod:`pytest_services._reaper`), so they survive the worker that started them and die with
+  (:mod:`pytest_services._engine.reaper`), so they survive the worker that started them and die with
   the controller, however it ends;
 * the ports reserved for them, and the folders their logs are in.
 
@@ -29,8 +29,8 @@ import threading
 import uuid
 from typing import Any
 
-from pytest_services import _reaper
-from pytest_services._groups import stop_groups
+from pytest_services._engine import reaper as _reaper
+from pytest_services._engine.groups import stop_groups
 from pytest_services.locks import get_free_port, unlock_port
 
 #: Seconds between SIGTERM and SIGKILL when the run's services are stopped.

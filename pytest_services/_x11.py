@@ -12,7 +12,7 @@ import socket
 import struct
 from typing import Optional
 
-from pytest_services.displays import X_SOCKET
+from pytest_services._reserve.displays import X_SOCKET
 
 #: Longest wait for the server's answer to one connection setup.
 HANDSHAKE_TIMEOUT = 1.0

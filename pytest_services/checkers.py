@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Union
 
-from pytest_services._readiness import checker_name
+from pytest_services._engine.readiness import checker_name
 from pytest_services.process import ServiceError, StrPath
 
 #: Longest time, in seconds, that one check may wait for a connection or an answer.

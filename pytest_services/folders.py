@@ -26,7 +26,7 @@ from typing import Union
 
 import pytest
 
-from pytest_services import _reaper
+from pytest_services._engine import reaper as _reaper
 
 StrPath = Union[str, "os.PathLike[str]"]
 

@@ -3,9 +3,9 @@
 Every reservation is a kernel lock held by the process that uses the resource: the kernel
 drops it when that process dies, so a crashed session never blocks or leaks anything and
 there is no registry to clean up.  Ports and X displays are reserved host-wide (see
-:mod:`pytest_services.ports` and :mod:`pytest_services.displays`); other named resources in
-the user's ``lock_dir``.  The module functions of pytest-services 2.2 keep their signatures
-and meaning on top of this.
+:mod:`pytest_services._reserve.ports` and :mod:`pytest_services._reserve.displays`); other
+named resources in the user's ``lock_dir``.  The module functions of pytest-services 2.2
+keep their signatures and meaning on top of this.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import IO, Any
 
 import pytest
 
-from pytest_services import _registry
-from pytest_services._lockfiles import LockError, release, wait_for_lock
-from pytest_services.displays import (
+from pytest_services._options import port_range_option
+from pytest_services._reserve import registry as _registry
+from pytest_services._reserve.displays import (
     DISPLAY_COUNT,
     FIRST_DISPLAY,
     X_LOCK,
@@ -31,9 +31,8 @@ from pytest_services.displays import (
     unlock_display,
     x_lock_holder,
 )
-from pytest_services.folders import StrPath
-from pytest_services.options import port_range_option
-from pytest_services.ports import (
+from pytest_services._reserve.lockfiles import LockError, release, wait_for_lock
+from pytest_services._reserve.ports import (
     LOWEST_PORT,
     PORT_RANGE_FILE,
     candidate_ports,
@@ -42,6 +41,7 @@ from pytest_services.ports import (
     port_binds,
     unlock_port,
 )
+from pytest_services.folders import StrPath
 
 __all__ = [
     "DISPLAY_COUNT",

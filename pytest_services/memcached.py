@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_services._readiness import bounded
+from pytest_services._engine.readiness import bounded
 from pytest_services.folders import socket_path
 from pytest_services.process import ServiceError, ServiceProcess, find_program
 from pytest_services.service import WatcherGetter

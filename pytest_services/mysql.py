@@ -29,16 +29,16 @@ from urllib.parse import quote
 import pytest
 
 from pytest_services import folders
-from pytest_services._mysql_cache import prepare_data_dir
-from pytest_services._mysql_prepare import State, prepare_state_data_dir
-from pytest_services._mysql_server import (
+from pytest_services._db.mysql.cache import prepare_data_dir
+from pytest_services._db.mysql.init import MySQLInit, MySQLInitError, hash_files
+from pytest_services._db.mysql.prepare import State, prepare_state_data_dir
+from pytest_services._db.mysql.server import (
     START_TIMEOUT,
     defaults_file_text,
     get_server,
     mysql_cache_dir,
 )
-from pytest_services._mysql_state import MySQLInit, MySQLInitError, hash_files
-from pytest_services._readiness import bounded
+from pytest_services._engine.readiness import bounded
 from pytest_services.folders import private_dir, socket_path
 from pytest_services.process import ServiceProcess
 from pytest_services.service import WatcherGetter

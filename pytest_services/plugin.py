@@ -7,8 +7,23 @@ import tempfile
 
 import pytest
 
-from pytest_services import _reaper
-from pytest_services._registry import host_lock_dir
+from pytest_services._db.mysql.fixtures import (  # noqa: F401
+    _mysql_clean_when_asked,
+    _mysql_cleaner,
+    do_mysql_clean,
+    mysql_clean,
+    mysql_url,
+)
+from pytest_services._engine import reaper as _reaper
+from pytest_services._options import (  # noqa: F401
+    parse_display,
+    parse_port_range,
+    port_range_option,
+    run_services_option,
+    verbosity,
+    xvfb_display_option,
+)
+from pytest_services._reserve.registry import host_lock_dir
 from pytest_services.folders import (  # noqa: F401
     base_dir,
     default_lock_dir,
@@ -51,21 +66,6 @@ from pytest_services.mysql import (  # noqa: F401
     mysql_system_database,
     mysql_watcher,
 )
-from pytest_services.mysql_state import (  # noqa: F401
-    _mysql_clean_when_asked,
-    _mysql_cleaner,
-    do_mysql_clean,
-    mysql_clean,
-    mysql_url,
-)
-from pytest_services.options import (  # noqa: F401
-    parse_display,
-    parse_port_range,
-    port_range_option,
-    run_services_option,
-    verbosity,
-    xvfb_display_option,
-)
 from pytest_services.service import (  # noqa: F401
     is_xdist_worker,
     run_services,
@@ -79,7 +79,7 @@ from pytest_services.shared import RunKeeperPlugin, shared_service  # noqa: F401
 from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
 #: Service sections in failing tests' reports, and services that died: hooks of their own.
-pytest_plugins = ["pytest_services.report"]
+pytest_plugins = ["pytest_services._report"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

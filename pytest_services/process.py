@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pytest_services import _reaper
-from pytest_services._commands import (
+from pytest_services._engine import reaper as _reaper
+from pytest_services._engine.commands import (
     TAIL_LINES,
     CalledProcessWithOutputError,
     ServiceError,
@@ -32,8 +32,8 @@ from pytest_services._commands import (
     find_program,
     spawn_watched,
 )
-from pytest_services._groups import group_alive, signal_group, wait_for_group
-from pytest_services._readiness import (
+from pytest_services._engine.groups import group_alive, signal_group, wait_for_group
+from pytest_services._engine.readiness import (
     FIRST_DELAY,
     MAX_DELAY,
     CheckerCalls,

@@ -12,8 +12,9 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services import _reaper, folders
-from pytest_services.options import run_services_option
+from pytest_services import folders
+from pytest_services._engine import reaper as _reaper
+from pytest_services._options import run_services_option
 from pytest_services.process import (
     DEFAULT_GRACE,
     ServiceProcess,

@@ -24,7 +24,8 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services import _reaper, folders
+from pytest_services import folders
+from pytest_services._engine import reaper as _reaper
 from pytest_services._run_keeper import KeeperClient, KeeperError, Outcome, RunKeeper
 from pytest_services.log import get_logger
 from pytest_services.process import (

@@ -25,9 +25,9 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
+from pytest_services._options import xvfb_display_option
+from pytest_services._reserve.displays import X_LOCK, X_SOCKET, x_lock_holder
 from pytest_services._x11 import X11Handshake
-from pytest_services.displays import X_LOCK, X_SOCKET, x_lock_holder
-from pytest_services.options import xvfb_display_option
 from pytest_services.process import (
     CalledProcessWithOutputError,
     ServiceError,

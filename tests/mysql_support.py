@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_services import _mysql_cache, _mysql_server
+from pytest_services._db.mysql import cache as _mysql_cache
+from pytest_services._db.mysql import server as _mysql_server
 from pytest_services.folders import memory_root, private_dir
 from pytest_services.process import ServiceError
 

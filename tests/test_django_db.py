@@ -11,7 +11,7 @@ import mysql_support
 import pytest
 from mysql_support import needs_server
 
-from pytest_services import _mysql_server as mysql_module
+from pytest_services._db.mysql import server as mysql_module
 
 pytest.importorskip("django", reason="Django is not installed")
 pytest.importorskip("pytest_django", reason="pytest-django is not installed")

@@ -137,7 +137,7 @@ def test_socket_path_too_long_for_a_unix_socket(tmp_path: Path) -> None:
 
 HOLD_FOLDERS = """
     import json, os, pathlib, time
-    from pytest_services import _reaper
+    from pytest_services._engine import reaper as _reaper
 
     def test_hold(base_dir, memory_base_dir, temp_dir, watcher_getter, request):
         pathlib.Path(temp_dir, "data").write_bytes(b"x" * 4096)
@@ -287,7 +287,7 @@ def test_folders_planted_by_another_user_are_moved_around(
     pytester.makepyfile(
         """
         import os
-        from pytest_services import _mysql_server
+        from pytest_services._db.mysql import server as _mysql_server
 
         def test_sessions_still_work(lock_dir, port_getter, memory_root_dir):
             home = os.path.expanduser("~/.cache/pytest-services")

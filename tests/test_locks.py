@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_services import _registry, locks, ports
+from pytest_services import locks
+from pytest_services._reserve import ports
+from pytest_services._reserve import registry as _registry
 from pytest_services.folders import FolderError
 from pytest_services.locks import (
     LockError,
@@ -160,7 +162,7 @@ def test_two_concurrent_sessions_under_xdist(pytester: pytest.Pytester) -> None:
 def test_port_getter_releases_at_session_end(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pytest_services import _registry
+        from pytest_services._reserve import registry as _registry
 
         def test_port(port_getter, lock_dir):
             port = port_getter()

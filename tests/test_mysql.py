@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from proc_support import alive, processes_naming
 
-from pytest_services import _mysql_cache as cache_module
-from pytest_services import _mysql_server as mysql_module
+from pytest_services._db.mysql import cache as cache_module
+from pytest_services._db.mysql import server as mysql_module
 from pytest_services.folders import memory_root, private_dir
 from pytest_services.process import ServiceError
 

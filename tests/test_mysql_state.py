@@ -15,7 +15,7 @@ import pytest
 from mysql_support import needs_server
 from proc_support import processes_naming
 
-from pytest_services import _mysql_server as mysql_module
+from pytest_services._db.mysql import server as mysql_module
 from pytest_services.mysql import MySQLInit, hash_files
 
 pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")

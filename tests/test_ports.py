@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_services import _registry, locks
+from pytest_services import locks
+from pytest_services._reserve import registry as _registry
 
 OTHER_UID = 65534
 
@@ -22,7 +23,8 @@ OTHER_UID = 65534
 # privileges: the interpreter's own files may not be readable by that user.
 ALLOCATOR = """
 import json, logging, os, sys, warnings
-from pytest_services import _registry, displays, ports
+from pytest_services._reserve import displays, ports
+from pytest_services._reserve import registry as _registry
 
 lock_dir, count, uid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if uid != os.getuid():

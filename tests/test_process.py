@@ -468,7 +468,7 @@ def test_a_killed_watchdog_is_replaced_and_told_every_service(
     pytester.makepyfile(
         f"""
         import os, signal, sys, time
-        from pytest_services import _reaper
+        from pytest_services._engine import reaper as _reaper
 
         def start(watcher_getter, request, n):
             path = {str(pids)!r} + str(n)
@@ -581,7 +581,7 @@ def test_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
 # service is started but not yet watched: the moment the test kills this process.
 LATE_WATCH = """
 import pathlib, sys, time
-from pytest_services import _reaper
+from pytest_services._engine import reaper as _reaper
 from pytest_services.process import start_service
 
 marker, log_dir = sys.argv[1], sys.argv[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pytest_services._sparse import BLOCK, copy_tree, sparsify_tree
+from pytest_services._db.sparse import BLOCK, copy_tree, sparsify_tree
 
 
 def _allocated(path: Path) -> int:

@@ -15,7 +15,7 @@ import threading
 import warnings
 from typing import Any
 
-from pytest_services._lockfiles import (
+from pytest_services._reserve.lockfiles import (
     TABLE_END,
     LockError,
     LockTable,

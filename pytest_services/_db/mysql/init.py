@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from pytest_services._mysql_server import MySQLError, MySQLServer, _require_tool
+from pytest_services._db.mysql.server import MySQLError, MySQLServer, _require_tool
 
 #: One loader: an SQL file, a callable, or a ``"module:function"`` string naming one.
 Loader = Union[Path, str, Callable[..., object]]

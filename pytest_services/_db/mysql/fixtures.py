@@ -1,7 +1,7 @@
 """A clean default database before each test (``mysql_clean``), and ``mysql_url``.
 
 The state to return to is the one ``mysql_init`` prepared (an empty database without it);
-:mod:`pytest_services._mysql_clean` does the work, from the server's binary log.
+:mod:`pytest_services._db.mysql.clean` does the work, from the server's binary log.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from pytest_services._mysql_clean import MySQLCleaner
-from pytest_services._mysql_prepare import State, empty_state
+from pytest_services._db.mysql.clean import MySQLCleaner
+from pytest_services._db.mysql.prepare import State, empty_state
 from pytest_services.mysql import _connect, _mysqldb
 from pytest_services.process import ServiceProcess
 

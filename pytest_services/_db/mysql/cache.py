@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from logging import Logger
 from typing import Optional
 
-from pytest_services._mysql_server import (
+from pytest_services._db.mysql.server import (
     PACKAGE,
     ZONEINFO_DIR,
     MySQLError,
@@ -28,7 +28,7 @@ from pytest_services._mysql_server import (
     _digest,
     _require_tool,
 )
-from pytest_services._sparse import copy_tree, sparsify_tree
+from pytest_services._db.sparse import copy_tree, sparsify_tree
 from pytest_services.locks import file_lock
 from pytest_services.process import CalledProcessWithOutputError, check_output
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, TypeVar, Union
 
-from pytest_services import _reaper
-from pytest_services._groups import kill_group
+from pytest_services._engine import reaper as _reaper
+from pytest_services._engine.groups import kill_group
 
 StrPath = Union[str, "os.PathLike[str]"]
 

@@ -1,7 +1,7 @@
 """Prepared MySQL states in the data-directory cache: built once per server and key.
 
 Plain code, no pytest.  :func:`prepare_state_data_dir` copies a cache entry whose default
-database was filled by a :class:`~pytest_services._mysql_state.MySQLInit` into a session's
+database was filled by a :class:`~pytest_services._db.mysql.init.MySQLInit` into a session's
 data directory.  The entry is built, at most once however many sessions and workers ask at
 the same time, from a copy of the server's base entry: a private server (watched like every
 service) runs the loaders, the result is described (:func:`snapshot`) and copied into the
@@ -19,7 +19,7 @@ import tempfile
 from logging import Logger
 from typing import Any
 
-from pytest_services._mysql_cache import (
+from pytest_services._db.mysql.cache import (
     BUILD_LOCK_TIMEOUT,
     MARKER,
     _CacheEntry,
@@ -31,9 +31,9 @@ from pytest_services._mysql_cache import (
     base_entry,
     cached_data_dir,
 )
-from pytest_services._mysql_server import START_TIMEOUT, MySQLServer, defaults_file_text
-from pytest_services._mysql_state import MySQLInit, MySQLInitError, run_loader, state_key
-from pytest_services._sparse import copy_tree, sparsify_tree
+from pytest_services._db.mysql.init import MySQLInit, MySQLInitError, run_loader, state_key
+from pytest_services._db.mysql.server import START_TIMEOUT, MySQLServer, defaults_file_text
+from pytest_services._db.sparse import copy_tree, sparsify_tree
 from pytest_services.folders import StrPath, socket_path
 from pytest_services.locks import file_lock
 from pytest_services.process import start_service

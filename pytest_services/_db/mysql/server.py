@@ -2,7 +2,7 @@
 
 Plain functions, no pytest: :func:`get_server` tells which server binary runs and its
 version, and :func:`defaults_file_text` writes the server's own ``my.cnf``.  The cache of
-initialised data directories is in :mod:`pytest_services._mysql_cache`.
+initialised data directories is in :mod:`pytest_services._db.mysql.cache`.
 """
 
 from __future__ import annotations

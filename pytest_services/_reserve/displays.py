@@ -15,8 +15,8 @@ from collections.abc import Container
 from logging import Logger
 from typing import Optional
 
-from pytest_services import _registry
-from pytest_services._lockfiles import LockError
+from pytest_services._reserve import registry as _registry
+from pytest_services._reserve.lockfiles import LockError
 from pytest_services.folders import StrPath
 
 #: X displays handed out: ``FIRST_DISPLAY`` up to ``FIRST_DISPLAY + DISPLAY_COUNT - 1``.

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from pytest_services._readiness import FIRST_DELAY, MAX_DELAY
+from pytest_services._engine.readiness import FIRST_DELAY, MAX_DELAY
 
 
 def signal_group(pgid: int, signum: int) -> None:

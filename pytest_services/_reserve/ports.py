@@ -14,8 +14,8 @@ import time
 from logging import Logger
 from typing import Optional
 
-from pytest_services import _registry
-from pytest_services._lockfiles import LockError
+from pytest_services._reserve import registry as _registry
+from pytest_services._reserve.lockfiles import LockError
 from pytest_services.folders import StrPath
 
 #: Where Linux keeps the kernel's ephemeral (client) port range.
