@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -11,14 +12,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _source_copy(target: Path) -> Path:
+    """The files a source distribution holds, copied: a build writes nothing into the checkout."""
+    target.mkdir()
+    for name in ("pyproject.toml", "README.rst", "LICENSE", "CHANGES.rst"):
+        shutil.copy2(ROOT / name, target / name)
+    shutil.copytree(
+        ROOT / "pytest_services",
+        target / "pytest_services",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return target
+
+
 def test_wheel_installs_and_registers_the_plugin(tmp_path: Path) -> None:
+    source = _source_copy(tmp_path / "source")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True,
     )
     (wheel,) = tmp_path.glob("pytest_services-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pytest_services/py.typed" in names
+    packaged = {name for name in names if name.endswith(".py")}
+    in_tree = {
+        path.relative_to(ROOT).as_posix() for path in (ROOT / "pytest_services").rglob("*.py")
+    }
+    assert in_tree <= packaged, "modules missing from the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[pytest11]" in text and "pytest-services = pytest_services.plugin" in text
