@@ -22,7 +22,10 @@ from typing import Any, Optional
 import pytest
 
 from pytest_services import folders
-from pytest_services.process import ServiceProcess, running_services
+from pytest_services.process import (
+    ServiceProcess,
+    running_services,
+)
 from pytest_services.service import service_owner
 
 #: The ini option, and how many lines of each service a failing report shows by default.

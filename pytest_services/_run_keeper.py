@@ -31,7 +31,8 @@ from typing import Any
 
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.groups import stop_groups
-from pytest_services.locks import get_free_port, unlock_port
+from pytest_services._reserve.ports import get_free_port, unlock_port
+from pytest_services.exceptions import KeeperError
 
 #: Seconds between SIGTERM and SIGKILL when the run's services are stopped.
 DEFAULT_GRACE = 5.0
@@ -39,10 +40,6 @@ DEFAULT_GRACE = 5.0
 REQUEST_TIMEOUT = 60.0
 
 Outcome = dict[str, Any]
-
-
-class KeeperError(Exception):
-    """The keeper of the run cannot be reached, or it did not answer."""
 
 
 def keeper_address(run_id: str) -> str:

@@ -22,8 +22,24 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Union
 
+from pytest_services._engine.paths import StrPath
 from pytest_services._engine.readiness import checker_name
-from pytest_services.process import ServiceError, StrPath
+from pytest_services.exceptions import (
+    CheckerError,
+    ServiceError,  # noqa: F401 (importable here since 3.0)
+)
+
+__all__ = [
+    "CALL_TIMEOUT",
+    "Checker",
+    "CheckerError",
+    "all_of",
+    "http",
+    "output",
+    "path_exists",
+    "tcp",
+    "unix_socket",
+]
 
 #: Longest time, in seconds, that one check may wait for a connection or an answer.
 CALL_TIMEOUT = 0.5
@@ -31,10 +47,6 @@ CALL_TIMEOUT = 0.5
 READ_LIMIT = 1 << 20
 
 Pattern = Union[str, bytes, "re.Pattern[str]", "re.Pattern[bytes]"]
-
-
-class CheckerError(ServiceError):
-    """A checker cannot work the way it was used."""
 
 
 class Checker:

@@ -27,6 +27,15 @@ import pytest
 from pytest_services.mysql import MySQLInit
 from pytest_services.process import ServiceProcess
 
+__all__ = [
+    "django_db_modify_db_settings",
+    "django_db_setup",
+    "django_migrations_key",
+    "django_mysql_init",
+    "migrate_loader",
+    "mysql_init",
+]
+
 DEFAULT = "default"
 
 
@@ -168,13 +177,3 @@ def django_db_setup(
     if config is not None:
         with django_db_blocker.unblock():
             teardown_databases(config, verbosity=verbosity)
-
-
-__all__ = [
-    "django_db_modify_db_settings",
-    "django_db_setup",
-    "django_migrations_key",
-    "django_mysql_init",
-    "migrate_loader",
-    "mysql_init",
-]

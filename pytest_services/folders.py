@@ -18,17 +18,46 @@ import os
 import shutil
 import stat
 import tempfile
-import warnings
 from collections.abc import Iterator
 from logging import Logger
 from pathlib import Path
-from typing import Union
 
 import pytest
 
 from pytest_services._engine import reaper as _reaper
+from pytest_services._engine.paths import (
+    MAX_SOCKET_PATH,
+    StrPath,
+    private_dir,
+    shared_user_dir,
+    socket_path,
+)
+from pytest_services.exceptions import (
+    FolderError,
+    FolderWarning,
+)
 
-StrPath = Union[str, "os.PathLike[str]"]
+__all__ = [
+    "MAX_SOCKET_PATH",
+    "FolderError",
+    "FolderWarning",
+    "StrPath",
+    "base_dir",
+    "default_lock_dir",
+    "keep_logs",
+    "lock_dir",
+    "log_dir",
+    "memory_base_dir",
+    "memory_root",
+    "memory_root_dir",
+    "memory_temp_dir",
+    "private_dir",
+    "root_dir",
+    "run_dir",
+    "shared_user_dir",
+    "socket_path",
+    "temp_dir",
+]
 
 #: Below this much free space, ``memory_root_dir`` falls back to ``root_dir``.
 MIN_MEMORY_FREE = 512 * 1024 * 1024
@@ -42,61 +71,6 @@ OWNER_LOCK = ".owner.lock"
 
 #: Lock descriptors of the session folders this process owns, by folder.
 _owned: dict[str, int] = {}
-
-
-class FolderError(Exception):
-    """A folder the plugin needs cannot be created or is not safe to use."""
-
-
-class FolderWarning(UserWarning):
-    """A shared folder of the user's was taken by someone else; another one serves."""
-
-
-def shared_user_dir(preferred: str, name: str) -> str:
-    """``preferred`` created private, or, where something not the user's already stands
-    there (planted by another user of the host), ``~/.cache/pytest-services/NAME``.
-
-    Every session of the user finds the same thing at ``preferred``, so all of them agree
-    on the folder either way; another user can only move it, never make a session fail.
-    """
-    try:
-        return private_dir(preferred)
-    except FolderError as exc:
-        try:
-            info = os.lstat(preferred)
-        except OSError:
-            raise exc from None
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
-            raise
-        fallback = os.path.join(os.path.expanduser("~"), ".cache", "pytest-services", name)
-        warnings.warn(
-            f"{exc} Using {fallback} instead, for every session of yours while it stays.",
-            FolderWarning,
-            stacklevel=2,
-        )
-        return private_dir(fallback)
-
-
-def private_dir(path: StrPath) -> str:
-    """Create ``path`` (and parents) if missing; insist it is ours and closed to others."""
-    text = os.fspath(path)
-    try:
-        os.makedirs(text, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass  # not a folder: reported below
-    except OSError as exc:
-        raise FolderError(f"Cannot create the folder {text}: {exc.strerror}.") from exc
-    info = os.lstat(text)
-    if not stat.S_ISDIR(info.st_mode):
-        raise FolderError(f"{text} must be a folder, but it is not; remove it.")
-    if info.st_uid != os.getuid():
-        raise FolderError(
-            f"The folder {text} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); "
-            "remove it or use another location."
-        )
-    if info.st_mode & 0o077:
-        os.chmod(text, 0o700)
-    return text
 
 
 def default_lock_dir() -> str:
@@ -267,21 +241,6 @@ def lock_dir(services_log: Logger) -> str:
     """Folder of the port and display locks, shared by all sessions of the user on the host."""
     path = shared_user_dir(default_lock_dir(), "locks")
     services_log.debug("lock dir %s", path)
-    return path
-
-
-#: Longest unix socket path the kernel accepts (``sun_path`` holds 108 bytes with the NUL).
-MAX_SOCKET_PATH = 107
-
-
-def socket_path(folder: StrPath, name: str) -> str:
-    """Path of socket ``name`` in ``folder``; refuse one too long for a unix socket."""
-    path = os.path.join(os.fspath(folder), name)
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise FolderError(
-            f"The socket path {path} is longer than {MAX_SOCKET_PATH} bytes, the limit of unix "
-            "sockets; override memory_root_dir (or root_dir) with a shorter folder."
-        )
     return path
 
 

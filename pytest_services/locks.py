@@ -15,10 +15,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from logging import Logger
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from pytest_services._engine.paths import StrPath
 from pytest_services._options import port_range_option
 from pytest_services._reserve import registry as _registry
 from pytest_services._reserve.displays import (
@@ -31,7 +32,7 @@ from pytest_services._reserve.displays import (
     unlock_display,
     x_lock_holder,
 )
-from pytest_services._reserve.lockfiles import LockError, release, wait_for_lock
+from pytest_services._reserve.lockfiles import file_lock
 from pytest_services._reserve.ports import (
     LOWEST_PORT,
     PORT_RANGE_FILE,
@@ -41,7 +42,7 @@ from pytest_services._reserve.ports import (
     port_binds,
     unlock_port,
 )
-from pytest_services.folders import StrPath
+from pytest_services.exceptions import LockError
 
 __all__ = [
     "DISPLAY_COUNT",
@@ -71,24 +72,6 @@ __all__ = [
 
 #: How many candidates ``lock_resource`` tries before giving up.
 MAX_CANDIDATES = 5000
-
-
-@contextlib.contextmanager
-def file_lock(filename: StrPath, remove: bool = True, timeout: float = 20) -> Iterator[IO[str]]:
-    """Hold an exclusive lock on ``filename``, waiting up to ``timeout`` s; yields the open file.
-
-    The file is opened for reading and writing at its start; with ``remove`` it is deleted
-    when the lock is released.
-    """
-    path = os.fspath(filename)
-    fd = wait_for_lock(path, timeout)
-    handle = os.fdopen(fd, "r+", closefd=False)
-    try:
-        yield handle
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            handle.close()  # flushes what the caller wrote
-        release(fd, path, remove)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
+__all__ = [
+    "LOGGER_NAME",
+    "dont_capture",
+    "get_logger",
+    "remove_handlers",
+    "services_log",
+]
+
 LOGGER_NAME = "pytest_services"
 
 

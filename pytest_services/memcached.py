@@ -16,10 +16,29 @@ from typing import Any
 
 import pytest
 
+from pytest_services._engine.paths import socket_path
 from pytest_services._engine.readiness import bounded
-from pytest_services.folders import socket_path
-from pytest_services.process import ServiceError, ServiceProcess, find_program
+from pytest_services.exceptions import ServiceError
+from pytest_services.process import (
+    ServiceProcess,
+    find_program,
+)
 from pytest_services.service import WatcherGetter
+
+__all__ = [
+    "do_memcached_clean",
+    "find_memcached",
+    "flush_all",
+    "memcached",
+    "memcached_arguments",
+    "memcached_checker",
+    "memcached_clean",
+    "memcached_client",
+    "memcached_connection",
+    "memcached_socket",
+    "memcached_socket_path",
+    "memcached_version",
+]
 
 #: The executable, and the Debian package that provides it.
 MEMCACHED = "memcached"

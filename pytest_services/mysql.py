@@ -30,18 +30,48 @@ import pytest
 
 from pytest_services import folders
 from pytest_services._db.mysql.cache import prepare_data_dir
-from pytest_services._db.mysql.init import MySQLInit, MySQLInitError, hash_files
-from pytest_services._db.mysql.prepare import State, prepare_state_data_dir
+from pytest_services._db.mysql.init import MySQLInit
+from pytest_services._db.mysql.prepare import MySQLEngine
 from pytest_services._db.mysql.server import (
     START_TIMEOUT,
     defaults_file_text,
     get_server,
     mysql_cache_dir,
 )
+from pytest_services._db.prepare import prepare_state_data_dir
+from pytest_services._db.state import State, hash_files
+from pytest_services._engine.paths import (
+    private_dir,
+    socket_path,
+)
 from pytest_services._engine.readiness import bounded
-from pytest_services.folders import private_dir, socket_path
+from pytest_services.exceptions import (
+    MySQLError,
+    MySQLInitError,
+)
 from pytest_services.process import ServiceProcess
 from pytest_services.service import WatcherGetter
+
+__all__ = [
+    "MySQLError",
+    "MySQLInit",
+    "MySQLInitError",
+    "hash_files",
+    "mysql",
+    "mysql_base_dir",
+    "mysql_connection",
+    "mysql_data_dir",
+    "mysql_database",
+    "mysql_database_getter",
+    "mysql_database_name",
+    "mysql_defaults_file",
+    "mysql_init",
+    "mysql_pid",
+    "mysql_socket",
+    "mysql_system_database",
+    "mysql_watcher",
+    "quote_identifier",
+]
 
 
 def _mysqldb() -> Any:
@@ -153,8 +183,7 @@ def mysql_watcher(
         logs = folders.log_dir(request.getfixturevalue("base_dir"))
         try:
             _mysql_state["state"] = prepare_state_data_dir(
-                server,
-                cache,
+                MySQLEngine(server, cache, services_log),
                 mysql_init,
                 mysql_database_name,
                 mysql_data_dir,
@@ -241,23 +270,3 @@ def mysql_connection(
     if not run_services or mysql is None:
         return None
     return f"mysql://root@localhost/?unix_socket={quote(mysql_socket)}&charset=utf8"
-
-
-__all__ = [
-    "MySQLInit",
-    "MySQLInitError",
-    "hash_files",
-    "mysql",
-    "mysql_base_dir",
-    "mysql_connection",
-    "mysql_data_dir",
-    "mysql_database",
-    "mysql_database_getter",
-    "mysql_database_name",
-    "mysql_defaults_file",
-    "mysql_init",
-    "mysql_pid",
-    "mysql_socket",
-    "mysql_system_database",
-    "mysql_watcher",
-]

@@ -20,19 +20,13 @@ from typing import IO, Any
 
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.commands import (
-    TAIL_LINES,
-    CalledProcessWithOutputError,
-    ServiceError,
-    StrPath,
-    _describe_exit,
-    _indent,
-    _last_lines,
     check_output,
     find_executable,
     find_program,
     spawn_watched,
 )
 from pytest_services._engine.groups import group_alive, signal_group, wait_for_group
+from pytest_services._engine.paths import StrPath
 from pytest_services._engine.readiness import (
     FIRST_DELAY,
     MAX_DELAY,
@@ -40,6 +34,12 @@ from pytest_services._engine.readiness import (
     bounded,
     checker_name,
     next_delay,
+)
+from pytest_services._engine.text import TAIL_LINES, describe_exit, last_lines
+from pytest_services.exceptions import (
+    CalledProcessWithOutputError,
+    ServiceError,
+    ServiceStartError,
 )
 
 __all__ = [
@@ -61,34 +61,6 @@ __all__ = [
 
 #: Seconds between SIGTERM and SIGKILL when stopping a service.
 DEFAULT_GRACE = 5.0
-
-
-class ServiceStartError(ServiceError):
-    """A service exited while starting, or never became ready."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        name: str,
-        command: Sequence[str],
-        returncode: int | None = None,
-        log_path: Path | None = None,
-        tail: str = "",
-    ) -> None:
-        self.name = name
-        self.command = list(command)
-        self.returncode = returncode
-        self.log_path = log_path
-        self.tail = tail
-        lines = [message, f"  command: {shlex.join(self.command)}"]
-        if log_path is not None:
-            lines.append(f"  output: {log_path}")
-        if tail:
-            lines.append(f"  last lines of its output:\n{_indent(tail)}")
-        elif returncode is not None or log_path is not None:
-            lines.append("  it printed nothing")
-        super().__init__("\n".join(lines))
 
 
 class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
@@ -117,7 +89,7 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
                 data = log.read()
         except OSError:
             return ""
-        return _last_lines(data.decode(errors="replace"), lines)
+        return last_lines(data.decode(errors="replace"), lines)
 
     def stop(self, grace: float | None = None) -> None:
         """End the service's whole process group: SIGTERM, then SIGKILL after ``grace`` s."""
@@ -260,7 +232,7 @@ def _wait_until_ready(
         if returncode is not None:
             raise _start_error(
                 process,
-                f"Service {process.name!r} {_describe_exit(returncode)} before it was ready "
+                f"Service {process.name!r} {describe_exit(returncode)} before it was ready "
                 f"({time.monotonic() - started:.2f} s after start).",
             )
         if checker is None or calls.check(deadline):
@@ -303,4 +275,4 @@ def _read_pipes(process: ServiceProcess) -> str:
         return ""
     data = (out or b"") + (err or b"")
     text = data if isinstance(data, str) else data.decode(errors="replace")
-    return _last_lines(text)
+    return last_lines(text)

@@ -14,22 +14,33 @@ import pytest
 
 from pytest_services import folders
 from pytest_services._engine import reaper as _reaper
+from pytest_services._engine.paths import StrPath
 from pytest_services._options import run_services_option
+from pytest_services.exceptions import (
+    ServiceStartError,
+    ServicesWarning,
+)
 from pytest_services.process import (
     DEFAULT_GRACE,
     ServiceProcess,
-    ServiceStartError,
-    StrPath,
     start_service,
 )
+
+__all__ = [
+    "ServicesWarning",
+    "WatcherGetter",
+    "get_worker_id",
+    "is_xdist_worker",
+    "run_services",
+    "session_id",
+    "slave_id",
+    "watcher_getter",
+    "worker_id",
+]
 
 _UNSAFE = re.compile(r"[^\w-]")
 #: Name and scope of the fixture whose ``request`` started each running service, by pid.
 _owners: dict[int, tuple[Optional[str], str]] = {}
-
-
-class ServicesWarning(pytest.PytestWarning):
-    """A warning about how pytest-services is used."""
 
 
 class WatcherGetter(Protocol):

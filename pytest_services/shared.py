@@ -26,29 +26,38 @@ import pytest
 
 from pytest_services import folders
 from pytest_services._engine import reaper as _reaper
-from pytest_services._run_keeper import KeeperClient, KeeperError, Outcome, RunKeeper
+from pytest_services._engine.paths import StrPath
+from pytest_services._run_keeper import (
+    KeeperClient,
+    Outcome,
+    RunKeeper,
+)
+from pytest_services.exceptions import (
+    KeeperError,
+    ServicesWarning,
+    SharedServiceError,
+)
 from pytest_services.log import get_logger
 from pytest_services.process import (
     DEFAULT_GRACE,
     ServiceProcess,
-    StrPath,
 )
 from pytest_services.service import (
-    ServicesWarning,
     get_worker_id,
     is_xdist_worker,
     start_keeping_logs,
 )
+
+__all__ = [
+    "SharedServiceError",
+    "shared_service",
+]
 
 #: The key of ``workerinput`` under which the controller names the keeper of the run.
 RUN_KEY = "pytest_services_run"
 
 #: ``start(watcher_getter, port_getter)``: starts the service, returns a JSON-serialisable value.
 StartFunction = Callable[["RunWatcherGetter", Callable[[], int]], Any]
-
-
-class SharedServiceError(Exception):
-    """A shared service failed to start, or was not ready in time."""
 
 
 class SharedServiceGetter(Protocol):

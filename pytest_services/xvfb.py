@@ -25,19 +25,34 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
+from pytest_services._engine.paths import StrPath
 from pytest_services._options import xvfb_display_option
 from pytest_services._reserve.displays import X_LOCK, X_SOCKET, x_lock_holder
 from pytest_services._x11 import X11Handshake
-from pytest_services.process import (
+from pytest_services.exceptions import (
     CalledProcessWithOutputError,
-    ServiceError,
-    ServiceProcess,
+    ServiceError,  # noqa: F401 (importable here since 3.0)
     ServiceStartError,
-    StrPath,
+    XvfbError,
+)
+from pytest_services.process import (
+    ServiceProcess,
     check_output,
     find_program,
 )
 from pytest_services.service import WatcherGetter
+
+__all__ = [
+    "DEFAULT_RESOLUTION",
+    "DEPTHS",
+    "XvfbError",
+    "start_xvfb",
+    "write_xauthority",
+    "xvfb",
+    "xvfb_arguments",
+    "xvfb_display",
+    "xvfb_resolution",
+]
 
 #: Width, height and depth of the screen unless ``xvfb_resolution`` is overridden.
 DEFAULT_RESOLUTION = (1366, 768, 8)
@@ -49,10 +64,6 @@ DISPLAY_TRIES = 5
 XVFB_GRACE = 2.0
 
 _OPTION = re.compile(r"^([-+][\w-]+)", re.MULTILINE)
-
-
-class XvfbError(ServiceError):
-    """Xvfb or xauth is missing, or Xvfb could not serve the display."""
 
 
 class Starter(Protocol):

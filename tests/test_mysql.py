@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from proc_support import alive, processes_naming
 
-from pytest_services._db.mysql import cache as cache_module
+from pytest_services._db import cache as cache_module
+from pytest_services._db.mysql import cache as mysql_cache_module
 from pytest_services._db.mysql import server as mysql_module
 from pytest_services.folders import memory_root, private_dir
 from pytest_services.process import ServiceError
@@ -106,7 +107,7 @@ def shared_cache(session_memory_dir: Path) -> Path:
     cache = session_memory_dir / "cache"
     mysql_cache = private_dir(cache / "mysql")
     server = mysql_module.MySQLServer(SERVER, mysql_module._server_version(SERVER, mysql_cache))
-    cache_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
+    mysql_cache_module.cached_data_dir(server, mysql_cache, logging.getLogger(__name__))
     return cache
 
 
@@ -377,7 +378,7 @@ def test_damaged_cache_entry_is_rebuilt(
     assert report(inner)["users"] >= 1
     assert entries(cache) == [entry]
     assert not (entry / "sentinel").exists()
-    assert cache_module._entry_is_complete(cache_module._CacheEntry(entry.name, str(entry)))
+    assert cache_module.CacheEntry(entry.name, str(entry)).is_complete()
     assert leftovers(cache) == []
 
 

@@ -8,42 +8,19 @@ nothing it spawns outlives pytest either.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, TypeVar
 
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.groups import kill_group
-
-StrPath = Union[str, "os.PathLike[str]"]
-
-#: How many lines of a command's or service's output an error message quotes.
-TAIL_LINES = 20
-
-
-class ServiceError(Exception):
-    """A service could not be started or was not ready in time."""
-
-
-class CalledProcessWithOutputError(subprocess.CalledProcessError):
-    """A command exited with a non-zero code; carries its ``output`` and ``err``."""
-
-    def __init__(self, returncode: int, cmd: Any, output: bytes, err: bytes) -> None:
-        super().__init__(returncode, cmd, output, err)
-        self.err = err
-
-    def __str__(self) -> str:
-        lines = [f"Command {_describe_exit(self.returncode)}.", f"  command: {_join(self.cmd)}"]
-        for label, data in (("stdout", self.output), ("stderr", self.err)):
-            if data:
-                text = _last_lines(data.decode(errors="replace"))
-                lines.append(f"  last lines of its {label}:\n{_indent(text)}")
-        return "\n".join(lines)
-
+from pytest_services._engine.paths import StrPath
+from pytest_services.exceptions import (
+    CalledProcessWithOutputError,
+    ServiceError,
+)
 
 #: A shell that waits at a gate (a pipe) until the watchdog knows its group, then becomes
 #: the program: ``$0`` and ``$@`` are the command.
@@ -155,26 +132,3 @@ def find_executable(name: StrPath, cwd: StrPath | None = None) -> str:
             f"Cannot start {text!r}: no such executable on PATH ({os.environ.get('PATH', '')})."
         )
     return found
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
-def _join(command: Any) -> str:
-    if isinstance(command, (str, bytes, os.PathLike)):
-        return os.fsdecode(command)
-    return shlex.join(os.fsdecode(part) for part in command)
-
-
-def _last_lines(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"    {line}" for line in text.splitlines())

@@ -15,9 +15,9 @@ from collections.abc import Container
 from logging import Logger
 from typing import Optional
 
+from pytest_services._engine.paths import StrPath
 from pytest_services._reserve import registry as _registry
-from pytest_services._reserve.lockfiles import LockError
-from pytest_services.folders import StrPath
+from pytest_services.exceptions import LockError
 
 #: X displays handed out: ``FIRST_DISPLAY`` up to ``FIRST_DISPLAY + DISPLAY_COUNT - 1``.
 FIRST_DISPLAY = 100

@@ -17,10 +17,13 @@ import os
 import stat
 import struct
 import time
+from collections.abc import Iterator
+from typing import IO
 
 import portalocker
 
-from pytest_services.folders import StrPath
+from pytest_services._engine.paths import StrPath
+from pytest_services.exceptions import LockError
 
 #: ``struct flock`` on Linux: l_type, l_whence, l_start, l_len, l_pid (padded to 32 bytes).
 _FLOCK = struct.Struct("hhqqi4x")
@@ -30,10 +33,6 @@ _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 TABLE_END = 2**31
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = portalocker.LOCK_EX | portalocker.LOCK_NB
-
-
-class LockError(Exception):
-    """A lock could not be taken, or no free resource was found."""
 
 
 # -- one lock per file -------------------------------------------------------------------------
@@ -239,3 +238,21 @@ class LockTable:
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(filename: StrPath, remove: bool = True, timeout: float = 20) -> Iterator[IO[str]]:
+    """Hold an exclusive lock on ``filename``, waiting up to ``timeout`` s; yields the open file.
+
+    The file is opened for reading and writing at its start; with ``remove`` it is deleted
+    when the lock is released.
+    """
+    path = os.fspath(filename)
+    fd = wait_for_lock(path, timeout)
+    handle = os.fdopen(fd, "r+", closefd=False)
+    try:
+        yield handle
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            handle.close()  # flushes what the caller wrote
+        release(fd, path, remove)

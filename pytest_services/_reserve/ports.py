@@ -14,9 +14,9 @@ import time
 from logging import Logger
 from typing import Optional
 
+from pytest_services._engine.paths import StrPath
 from pytest_services._reserve import registry as _registry
-from pytest_services._reserve.lockfiles import LockError
-from pytest_services.folders import StrPath
+from pytest_services.exceptions import LockError
 
 #: Where Linux keeps the kernel's ephemeral (client) port range.
 PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"

@@ -15,15 +15,21 @@ import threading
 import warnings
 from typing import Any
 
+from pytest_services._engine.paths import (
+    StrPath,
+    private_dir,
+)
 from pytest_services._reserve.lockfiles import (
     TABLE_END,
-    LockError,
     LockTable,
     open_table,
     release,
     try_lock,
 )
-from pytest_services.folders import StrPath, private_dir
+from pytest_services.exceptions import (
+    LockError,
+    LockWarning,
+)
 
 HOST_LOCK_DIR_ENV = "PYTEST_SERVICES_HOST_LOCK_DIR"
 DEFAULT_HOST_LOCK_DIR = "/tmp"
@@ -31,10 +37,6 @@ DEFAULT_HOST_LOCK_DIR = "/tmp"
 HOST_WIDE = frozenset({"port", "display"})
 #: Whole numbers below this are bytes of a lock table; anything else gets a file of its own.
 TABLE_SIZE = TABLE_END
-
-
-class LockWarning(UserWarning):
-    """A host-wide lock table could not be used; reservations hold for this user only."""
 
 
 _guard = threading.RLock()

@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pytest_services._db.mysql.prepare import TEMPLATE, State, normalise, quote
+from pytest_services._db.mysql.describe import TEMPLATE, normalise, quote
+from pytest_services._db.state import State
 
 #: Past this size the log is emptied (``RESET MASTER``) at the next reset.
 MAX_BINLOG_BYTES = 64 * 1024 * 1024

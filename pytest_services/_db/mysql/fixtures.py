@@ -13,8 +13,12 @@ from urllib.parse import quote
 import pytest
 
 from pytest_services._db.mysql.clean import MySQLCleaner
-from pytest_services._db.mysql.prepare import State, empty_state
-from pytest_services.mysql import _connect, _mysqldb
+from pytest_services._db.mysql.describe import empty_state
+from pytest_services._db.state import State
+from pytest_services.mysql import (
+    _connect,
+    _mysqldb,
+)
 from pytest_services.process import ServiceProcess
 
 #: Fixtures whose use means a test talks to the server, for ``do_mysql_clean``.

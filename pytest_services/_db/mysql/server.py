@@ -15,18 +15,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_services.folders import private_dir, shared_user_dir
-from pytest_services.process import (
+from pytest_services._engine.paths import (
+    private_dir,
+    shared_user_dir,
+)
+from pytest_services.exceptions import (
     CalledProcessWithOutputError,
-    ServiceError,
+    MySQLError,
+)
+from pytest_services.process import (
     check_output,
     find_program,
 )
-
-
-class MySQLError(ServiceError):
-    """The MySQL/MariaDB server or its tools are missing, or initialising it failed."""
-
 
 CACHE_DIR_ENV = "PYTEST_SERVICES_CACHE_DIR"
 SERVER_ENV = "PYTEST_SERVICES_MYSQLD"

@@ -1,0 +1,62 @@
+"""What a database engine tells the shared pipeline: the contract of an engine module set.
+
+The pipeline (:mod:`pytest_services._db.prepare`) builds prepared states in the cache, once
+per key, for any server that describes itself this way; the engine modules of one server
+(``pytest_services._db.mysql``...) say only what is theirs: binaries, configuration,
+initialisation, how to run a loader, and how to describe and restore the state in SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pytest_services._db.cache import CacheEntry
+from pytest_services._db.state import DatabaseInit, State
+from pytest_services._engine.paths import StrPath
+from pytest_services.process import ServiceProcess
+
+__all__ = ["Cleaner", "Engine"]
+
+
+class Engine(Protocol):
+    """One database server: where its cache entries are, and how it prepares a state."""
+
+    #: How messages and logs name the server ("MySQL").
+    name: str
+    #: Seconds the preparing server has to start, and to shut down cleanly.
+    start_timeout: float
+
+    def base_entry(self) -> CacheEntry:
+        """The cache entry of the server's initialised data directory, built or not."""
+        ...
+
+    def base_data_dir(self) -> str:
+        """The initialised data directory to copy from; built on first use."""
+        ...
+
+    def start_preparing(
+        self, build: str, data_dir: str, run_dir: StrPath, log_dir: StrPath
+    ) -> ServiceProcess:
+        """Start a private server on ``data_dir`` (inside the build folder ``build``)."""
+        ...
+
+    def fill(self, build: str, init: DatabaseInit, database: str) -> State:
+        """Create ``database`` on the preparing server, run ``init``'s loaders, and return
+        the description of the result that the per-test reset restores."""
+        ...
+
+    def tidy(self, build: str) -> None:
+        """Remove what the stopped preparing server left in ``build`` besides ``data/``."""
+        ...
+
+
+class Cleaner(Protocol):
+    """Puts one server's default database back in its prepared state before a test."""
+
+    def reset(self) -> None:
+        """Make the default database what the state describes; cheap when nothing changed."""
+        ...
+
+    def close(self) -> None:
+        """Release what the cleaner holds (its connection)."""
+        ...
