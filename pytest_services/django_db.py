@@ -14,16 +14,12 @@ module after pytest-django, so that its fixtures take the place of pytest-django
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import importlib
-import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
+from pytest_services._db.django import DEFAULT, migrate, migrations_key, setup_test_databases
 from pytest_services.mysql import MySQLInit
 from pytest_services.process import ServiceProcess
 
@@ -36,32 +32,11 @@ __all__ = [
     "mysql_init",
 ]
 
-DEFAULT = "default"
-
 
 def django_migrations_key() -> str:
     """A digest of what decides the migrated state: Django's version, the installed apps,
     and the files of their migrations (models of apps without migrations)."""
-    import django
-    from django.apps import apps
-    from django.db.migrations.loader import MigrationLoader
-
-    digest = hashlib.sha256(json.dumps(django.VERSION[:3]).encode())
-    for app in sorted(apps.get_app_configs(), key=lambda app: app.label):
-        digest.update(f"\0app {app.label} {app.name}".encode())
-        module_name, _explicit = MigrationLoader.migrations_module(app.label)
-        files: list[Path] = []
-        try:
-            module = importlib.import_module(module_name) if module_name else None
-        except ImportError:
-            module = None
-        if module is not None and getattr(module, "__file__", None):
-            files = sorted(Path(module.__file__).parent.rglob("*.py"))  # type: ignore[arg-type]
-        elif getattr(app, "models_module", None) is not None:
-            files = [Path(app.models_module.__file__)]  # syncdb builds these tables
-        for path in files:
-            digest.update(f"\0{path.name}\0".encode() + path.read_bytes())
-    return digest.hexdigest()[:32]
+    return migrations_key()
 
 
 def _point_default_at(socket: str, database: str) -> None:
@@ -87,25 +62,7 @@ def _point_default_at(socket: str, database: str) -> None:
 def migrate_loader(unblock: Callable[[], Any]) -> Callable[..., None]:
     """A ``MySQLInit`` loader that runs Django's ``migrate`` on the database it is given;
     ``unblock`` is pytest-django's ``django_db_blocker.unblock``."""
-
-    def django_migrate(socket: str, database: str) -> None:
-        from django.conf import settings
-        from django.core.management import call_command
-
-        saved = copy.deepcopy(settings.DATABASES[DEFAULT])
-        with unblock():
-            _point_default_at(socket, database)
-            try:
-                call_command("migrate", verbosity=0, interactive=False, run_syncdb=True)
-            finally:
-                from django.db import connections
-
-                connections[DEFAULT].close()
-                settings.DATABASES[DEFAULT].clear()
-                settings.DATABASES[DEFAULT].update(saved)
-                del connections[DEFAULT]
-
-    return django_migrate
+    return migrate(unblock, _point_default_at)
 
 
 @pytest.fixture(scope="session")
@@ -141,19 +98,6 @@ def django_db_modify_db_settings(
     _point_default_at(mysql_socket, mysql_database)
 
 
-def _aliases_for(items: list[pytest.Item]) -> tuple[set[str], set[str]]:
-    """The database aliases the tests use, and those they want serialized."""
-    try:  # pytest-django knows best; its helper is not public, so fall back on all aliases
-        from pytest_django.fixtures import _get_databases_for_setup
-
-        aliases, serialized = _get_databases_for_setup(items)
-        return set(aliases), set(serialized)
-    except (ImportError, TypeError, AttributeError):
-        from django.db import connections
-
-        return set(connections), set()
-
-
 @pytest.fixture(scope="session")
 def django_db_setup(
     request: pytest.FixtureRequest,
@@ -162,18 +106,4 @@ def django_db_setup(
     django_db_modify_db_settings: None,
 ) -> Iterator[None]:
     """Use the migrated database on the session's MariaDB as Django's test database."""
-    from django.db import connections
-    from django.test.utils import setup_databases, teardown_databases
-
-    aliases, serialized = _aliases_for(request.session.items)
-    others = aliases - {DEFAULT}
-    verbosity = int(request.config.getoption("verbose") or 0)
-    with django_db_blocker.unblock():
-        if DEFAULT in serialized:
-            connection = connections[DEFAULT]
-            connection._test_serialized_contents = connection.creation.serialize_db_to_string()
-        config = setup_databases(verbosity, interactive=False, aliases=others) if others else None
-    yield
-    if config is not None:
-        with django_db_blocker.unblock():
-            teardown_databases(config, verbosity=verbosity)
+    yield from setup_test_databases(request.session.items, request.config, django_db_blocker)

@@ -161,6 +161,22 @@ def absolute(config: pytest.Config, path: StrPath) -> str:
     return os.path.normpath(os.path.join(config.invocation_params.dir, os.fspath(path)))
 
 
+@contextlib.contextmanager
+def _owned_session_dir(
+    request: pytest.FixtureRequest, parent: StrPath, worker_id: str, log: Logger, what: str
+) -> Iterator[str]:
+    """A new session folder in ``parent``, after sweeping those of dead sessions there; it
+    is this process's own until the block ends (the caller removes it)."""
+    parent = absolute(request.config, parent)
+    sweep_dead_sessions(parent, log)
+    path = _session_dir(parent, worker_id)
+    log.debug("created %s %s", what, path)
+    try:
+        yield path
+    finally:
+        _release_session_dir(path)
+
+
 def _sub_dir(parent: str, name: str, services_log: Logger) -> str:
     path = os.path.join(parent, name)
     os.makedirs(path, mode=0o700, exist_ok=True)
@@ -179,12 +195,8 @@ def base_dir(
     request: pytest.FixtureRequest, root_dir: StrPath, worker_id: str, services_log: Logger
 ) -> Iterator[str]:
     """Private folder of this session (and worker) on disk, removed when the session ends."""
-    parent = absolute(request.config, root_dir)
-    sweep_dead_sessions(parent, services_log)
-    path = _session_dir(parent, worker_id)
-    services_log.debug("created base dir %s", path)
-    yield path
-    _release_session_dir(path)
+    with _owned_session_dir(request, root_dir, worker_id, services_log, "base dir") as path:
+        yield path
     logs = os.path.join(path, LOGS)
     if os.path.exists(os.path.join(logs, KEEP_LOGS)):
         # A service failed to start or died, and an error named its log: keep the logs only.
@@ -214,12 +226,10 @@ def memory_base_dir(
     request: pytest.FixtureRequest, memory_root_dir: StrPath, worker_id: str, services_log: Logger
 ) -> Iterator[str]:
     """Private in-memory folder of this session (and worker), removed when the session ends."""
-    parent = absolute(request.config, memory_root_dir)
-    sweep_dead_sessions(parent, services_log)
-    path = _session_dir(parent, worker_id)
-    services_log.debug("created memory base dir %s", path)
-    yield path
-    _release_session_dir(path)
+    with _owned_session_dir(
+        request, memory_root_dir, worker_id, services_log, "memory base dir"
+    ) as path:
+        yield path
     shutil.rmtree(path, ignore_errors=True)
     services_log.debug("removed memory base dir %s", path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 import pytest
 
@@ -82,33 +83,49 @@ from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolut
 pytest_plugins = ["pytest_services._report"]
 
 
+def _option_with_ini(
+    group: Any, parser: pytest.Parser, flag: str, ini: str, help: str, ini_help: str, **kwargs: Any
+) -> None:
+    """A command-line option and its ini twin: the command line wins, then the ini file."""
+    group.addoption(flag, default=None, help=f"{help} (ini: {ini}).", **kwargs)
+    if kwargs.get("action") == "store_true":
+        parser.addini(ini, ini_help, type="bool")
+    else:
+        parser.addini(ini, ini_help)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("services", "real service processes (pytest-services)")
-    group.addoption(
+    _option_with_ini(
+        group,
+        parser,
         "--run-services",
+        "run_services",
+        "start services even outside pytest-xdist workers",
+        "start services outside pytest-xdist workers",
         action="store_true",
-        default=None,
-        help="start services even outside pytest-xdist workers (ini: run_services).",
     )
-    parser.addini("run_services", "start services outside pytest-xdist workers", type="bool")
-    group.addoption(
+    _option_with_ini(
+        group,
+        parser,
         "--xvfb-display",
+        "xvfb_display",
+        "use this running X display (':N' or 'N') instead of starting Xvfb",
+        "running X display to use instead of starting Xvfb",
         type=parse_display,
-        default=None,
         metavar="DISPLAY",
-        help="use this running X display (':N' or 'N') instead of starting Xvfb "
-        "(ini: xvfb_display).",
     )
-    parser.addini("xvfb_display", "running X display to use instead of starting Xvfb")
-    group.addoption(
+    _option_with_ini(
+        group,
+        parser,
         "--services-port-range",
+        "services_port_range",
+        "hand out TCP ports from this range, e.g. 20000-30000; default: every port from "
+        "10000 up outside the kernel's ephemeral range",
+        "TCP ports to hand out, LOW-HIGH",
         type=parse_port_range,
-        default=None,
         metavar="LOW-HIGH",
-        help="hand out TCP ports from this range, e.g. 20000-30000 (ini: services_port_range; "
-        "default: every port from 10000 up outside the kernel's ephemeral range).",
     )
-    parser.addini("services_port_range", "TCP ports to hand out, LOW-HIGH")
     parser.addini(
         "services_django_db",
         "put pytest-django's test database on the session's MariaDB, migrated once "

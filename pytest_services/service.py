@@ -8,7 +8,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from logging import Logger
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import pytest
 
@@ -43,8 +43,16 @@ _UNSAFE = re.compile(r"[^\w-]")
 _owners: dict[int, tuple[Optional[str], str]] = {}
 
 
-class WatcherGetter(Protocol):
-    """The function returned by the ``watcher_getter`` fixture."""
+class WatcherGetter:
+    """Starts a binary and waits until its checker passes: what ``watcher_getter`` returns.
+
+    A call takes the arguments of pytest-services 2.2's ``watcher_getter`` and returns the
+    running :class:`~pytest_services.process.ServiceProcess`.  Subclasses say who owns what
+    it started (:meth:`_owner`, :meth:`_started`); its output goes to the folder ``logs``.
+    """
+
+    def __init__(self, logs: StrPath) -> None:
+        self._logs = logs
 
     def __call__(
         self,
@@ -56,7 +64,59 @@ class WatcherGetter(Protocol):
         request: Optional[pytest.FixtureRequest] = None,
         *,
         grace: float = DEFAULT_GRACE,
-    ) -> ServiceProcess: ...
+    ) -> ServiceProcess:
+        owner = self._owner(name, request)
+        process = start_keeping_logs(
+            name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=self._logs
+        )
+        self._started(process, owner)
+        return process
+
+    def _owner(
+        self, name: StrPath, request: Optional[pytest.FixtureRequest]
+    ) -> Optional[pytest.FixtureRequest]:
+        """The request whose finalizer stops the service (None: the owner stops it)."""
+        return request
+
+    def _started(self, process: ServiceProcess, owner: Optional[pytest.FixtureRequest]) -> None:
+        raise NotImplementedError
+
+
+class _SessionWatcherGetter(WatcherGetter):
+    """Each service stops with the fixture whose ``request`` started it."""
+
+    def __init__(self, logs: StrPath, session_request: pytest.FixtureRequest, log: Logger) -> None:
+        super().__init__(logs)
+        self._session_request = session_request
+        self._log = log
+
+    def _owner(
+        self, name: StrPath, request: Optional[pytest.FixtureRequest]
+    ) -> pytest.FixtureRequest:
+        if request is None:
+            warnings.warn(
+                f"watcher_getter({os.fspath(name)!r}) was called without request=request; "
+                "the service will stop at the end of the session. Pass the request of the "
+                "fixture that starts it.",
+                ServicesWarning,
+                stacklevel=3,
+            )
+            request = self._session_request
+        self._log.debug("starting %s", os.fspath(name))
+        return request
+
+    def _started(self, process: ServiceProcess, owner: Optional[pytest.FixtureRequest]) -> None:
+        assert owner is not None
+        self._log.debug("%s is ready, pid %d", process.name, process.pid)
+        _owners[process.pid] = (owner.fixturename, owner.scope)
+        log = self._log
+
+        def stop() -> None:
+            _owners.pop(process.pid, None)
+            process.stop()
+            log.debug("stopped %s, pid %d", process.name, process.pid)
+
+        owner.addfinalizer(stop)
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -136,43 +196,6 @@ def watcher_getter(
     request: pytest.FixtureRequest, base_dir: str, services_log: Logger
 ) -> WatcherGetter:
     """Function that starts a binary, waits until its checker passes, and stops it later."""
-    session_request = request
-    logs = folders.log_dir(base_dir)
     if request.getfixturevalue("run_services"):
         _reaper.start()  # now, so that the first service does not wait for it
-
-    def getter(
-        name: StrPath,
-        arguments: Optional[Sequence[StrPath]] = None,
-        kwargs: Optional[Mapping[str, Any]] = None,
-        timeout: float = 20,
-        checker: Optional[Callable[[], object]] = None,
-        request: Optional[pytest.FixtureRequest] = None,
-        *,
-        grace: float = DEFAULT_GRACE,
-    ) -> ServiceProcess:
-        if request is None:
-            warnings.warn(
-                f"watcher_getter({os.fspath(name)!r}) was called without request=request; "
-                "the service will stop at the end of the session. Pass the request of the "
-                "fixture that starts it.",
-                ServicesWarning,
-                stacklevel=2,
-            )
-            request = session_request
-        services_log.debug("starting %s %s", name, list(arguments or ()))
-        process = start_keeping_logs(
-            name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=logs
-        )
-        services_log.debug("%s is ready, pid %d", process.name, process.pid)
-        _owners[process.pid] = (request.fixturename, request.scope)
-
-        def stop() -> None:
-            _owners.pop(process.pid, None)
-            process.stop()
-            services_log.debug("stopped %s, pid %d", process.name, process.pid)
-
-        request.addfinalizer(stop)
-        return process
-
-    return getter
+    return _SessionWatcherGetter(folders.log_dir(base_dir), request, services_log)

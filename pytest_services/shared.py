@@ -18,7 +18,7 @@ import tempfile
 import traceback
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
@@ -39,14 +39,9 @@ from pytest_services.exceptions import (
 )
 from pytest_services.log import get_logger
 from pytest_services.process import (
-    DEFAULT_GRACE,
     ServiceProcess,
 )
-from pytest_services.service import (
-    get_worker_id,
-    is_xdist_worker,
-    start_keeping_logs,
-)
+from pytest_services.service import WatcherGetter, get_worker_id, is_xdist_worker
 
 __all__ = [
     "SharedServiceError",
@@ -66,7 +61,7 @@ class SharedServiceGetter(Protocol):
     def __call__(self, name: str, start: StartFunction, *, timeout: float = 60) -> Any: ...
 
 
-class RunWatcherGetter:
+class RunWatcherGetter(WatcherGetter):
     """The ``watcher_getter`` a start function gets: what it starts belongs to the run.
 
     It takes the arguments of the ``watcher_getter`` fixture; ``request`` is ignored, since
@@ -75,26 +70,17 @@ class RunWatcherGetter:
     """
 
     def __init__(self, folder: str, logs: Path) -> None:
+        super().__init__(logs)
         self.folder = folder
         self.started: list[ServiceProcess] = []
-        self._logs = logs
 
-    def __call__(
-        self,
-        name: StrPath,
-        arguments: Optional[Sequence[StrPath]] = None,
-        kwargs: Optional[Mapping[str, Any]] = None,
-        timeout: float = 20,
-        checker: Optional[Callable[[], object]] = None,
-        request: Optional[pytest.FixtureRequest] = None,
-        *,
-        grace: float = DEFAULT_GRACE,
-    ) -> ServiceProcess:
-        process = start_keeping_logs(
-            name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=self._logs
-        )
+    def _owner(
+        self, name: StrPath, request: Optional[pytest.FixtureRequest]
+    ) -> Optional[pytest.FixtureRequest]:
+        return None
+
+    def _started(self, process: ServiceProcess, owner: Optional[pytest.FixtureRequest]) -> None:
         self.started.append(process)
-        return process
 
 
 class SharedServices:

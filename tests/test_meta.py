@@ -152,17 +152,10 @@ PUBLIC = {
     """,
 }
 
-#: Every name that was importable from a public module before the modules were grouped by
-#: layer (the 2.2 surface and 3.0 included); each must stay importable from the same place.
+#: Every name that was importable from a module of 3.0 (the 2.2 surface included) just before
+#: the modules were grouped by layer; each must stay importable from the same place.  The
+#: modules new in 3.1 are pinned by ``PUBLIC`` alone.
 COMPATIBLE = {
-    "checkers": """
-        CALL_TIMEOUT Checker CheckerError READ_LIMIT ServiceError StrPath all_of
-        checker_name http output path_exists tcp unix_socket
-    """,
-    "django_db": """
-        DEFAULT MySQLInit ServiceProcess django_db_modify_db_settings django_db_setup
-        django_migrations_key django_mysql_init migrate_loader mysql_init
-    """,
     "django_settings": """
         ENVIRONMENT_VARIABLE clean_django_settings empty reload_settings
         setup_django_settings
@@ -223,12 +216,6 @@ COMPATIBLE = {
         get_worker_id is_xdist_worker run_services run_services_option service_owner
         services_enabled session_id slave_id start_keeping_logs start_service watcher_getter
         worker_id
-    """,
-    "shared": """
-        DEFAULT_GRACE KeeperClient KeeperError Outcome RUN_KEY RunKeeper RunKeeperPlugin
-        RunWatcherGetter ServiceProcess ServicesWarning SharedServiceError
-        SharedServiceGetter SharedServices StartFunction StrPath get_logger get_worker_id
-        is_xdist_worker shared_service start_keeping_logs
     """,
     "xvfb": """
         CalledProcessWithOutputError DEFAULT_RESOLUTION DEPTHS DISPLAY_TRIES ServiceError

@@ -41,6 +41,12 @@ def _rows(cursor: Any, sql: str, args: tuple[object, ...] = ()) -> list[tuple[An
     return list(cursor.fetchall())
 
 
+def _create(cursor: Any, kind: str, db: str, name: str) -> str:
+    """The ``CREATE`` statement of trigger or routine ``name`` (``kind`` TRIGGER, PROCEDURE
+    or FUNCTION) as the server shows it."""
+    return str(_rows(cursor, f"SHOW CREATE {kind} {db}.{quote(name)}")[0][2])
+
+
 def snapshot(cursor: Any, database: str) -> State:
     """Describe ``database``: its tables (definition, columns, counter), views, triggers,
     routines, and which tables refer to which by foreign key."""
@@ -67,22 +73,17 @@ def snapshot(cursor: Any, database: str) -> State:
             "columns": [column for (column,) in columns],
             "auto_increment": counter,
         }
-    for name, table in _rows(
-        cursor,
-        "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS "
-        "WHERE TRIGGER_SCHEMA = %s ORDER BY ACTION_ORDER",
-        (database,),
-    ):
-        create = _rows(cursor, f"SHOW CREATE TRIGGER {db}.{quote(name)}")[0][2]
-        state["triggers"][name] = {"table": table, "create": create}
-    for name, kind in _rows(
-        cursor,
-        "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES "
-        "WHERE ROUTINE_SCHEMA = %s",
-        (database,),
-    ):
-        create = _rows(cursor, f"SHOW CREATE {kind} {db}.{quote(name)}")[0][2]
-        state["routines"][name] = {"type": kind, "create": create}
+    triggers = (
+        "TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE "
+        "TRIGGER_SCHEMA = %s ORDER BY ACTION_ORDER"
+    )
+    for name, table in _rows(cursor, f"SELECT {triggers}", (database,)):
+        state["triggers"][name] = {"table": table, "create": _create(cursor, "TRIGGER", db, name)}
+    routines = (
+        "ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s"
+    )
+    for name, kind in _rows(cursor, f"SELECT {routines}", (database,)):
+        state["routines"][name] = {"type": kind, "create": _create(cursor, kind, db, name)}
     children: dict[str, list[str]] = {}
     for parent, child in _rows(
         cursor,

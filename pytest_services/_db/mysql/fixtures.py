@@ -14,6 +14,7 @@ import pytest
 
 from pytest_services._db.mysql.clean import MySQLCleaner
 from pytest_services._db.mysql.describe import empty_state
+from pytest_services._db.reset import clean_when_asked, reset
 from pytest_services._db.state import State
 from pytest_services.mysql import (
     _connect,
@@ -52,15 +53,13 @@ def _mysql_cleaner(
 @pytest.fixture
 def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner]) -> None:
     """Put the default database in its prepared state (``mysql_init``) before the test."""
-    if _mysql_cleaner is not None:
-        _mysql_cleaner.reset()
+    reset(_mysql_cleaner)
 
 
 @pytest.fixture(autouse=True)
 def _mysql_clean_when_asked(request: pytest.FixtureRequest) -> None:
     """``mysql_clean`` for every test that uses the server, when ``do_mysql_clean`` is true."""
-    if _SERVER in request.fixturenames and request.getfixturevalue("do_mysql_clean"):
-        request.getfixturevalue("mysql_clean")
+    clean_when_asked(request, server=_SERVER, do_clean="do_mysql_clean", clean="mysql_clean")
 
 
 @pytest.fixture(scope="session")
