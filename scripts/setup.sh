@@ -4,7 +4,8 @@
 #   scripts/setup.sh demo    set up, then run the demo suite in examples/
 #   scripts/setup.sh test    set up, then lint and run the test suite: with the newest
 #                            releases, with the oldest ones pyproject.toml allows, and the
-#                            Django tests with Django 4.2 and the newest Django
+#                            Django tests with Django 4.2 and the newest Django; then the
+#                            demo suite under -n 2 (the legs of tox.ini, in that order)
 #
 # Debian packages are installed with apt-get (as root, or through sudo) only when missing;
 # Python packages go into a virtual environment (.venv, or $VENV).
@@ -113,6 +114,7 @@ case "${1:-}" in
             export PYTEST_SERVICES_NO_SKIP=1  # CI installs everything: a skip is a failure
         fi
         "$venv/bin/ruff" check pytest_services tests benchmarks examples
+        "$venv/bin/ruff" format --check pytest_services
         "$venv/bin/mypy"
         "$venv/bin/python" -m pytest tests -p pytester
         oldest_leg

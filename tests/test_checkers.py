@@ -102,6 +102,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_output_waits_for_a_line_printed_late(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(late=LATE_PRINTER)
     pytester.makepyfile(
@@ -157,6 +158,7 @@ def test_output_refuses_redirected_output(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.slow
 def test_checker_that_never_passes_is_named_by_its_repr(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

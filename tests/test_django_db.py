@@ -124,6 +124,7 @@ def migrate_calls(pytester: pytest.Pytester) -> int:
     return len(calls.read_text().splitlines()) if calls.exists() else 0
 
 
+@pytest.mark.slow
 def test_migrations_run_once_for_every_worker_and_run(project: pytest.Pytester) -> None:
     run = project.runpytest_subprocess
     run("-p", "no:cacheprovider").assert_outcomes(passed=4)
@@ -174,6 +175,7 @@ def _shop(pytester: pytest.Pytester, base_cache: Path, monkeypatch: pytest.Monke
     return shop
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHOP.is_dir(), reason="the shop project is missing")
 def test_the_shop_project_passes_plain_and_under_xdist(
     pytester: pytest.Pytester, base_cache: Path, monkeypatch: pytest.MonkeyPatch

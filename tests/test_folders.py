@@ -174,6 +174,7 @@ def _gone_within(paths: list[str], seconds: float) -> list[str]:
     return [p for p in paths if os.path.exists(p)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_folders_of_a_killed_session_are_removed(pytester: pytest.Pytester, signum: int) -> None:
     inner, info = _hold_folders(pytester, "killed")
@@ -184,6 +185,7 @@ def test_folders_of_a_killed_session_are_removed(pytester: pytest.Pytester, sign
     assert _gone_within(folders, 15) == [], "a killed session left its folders"
 
 
+@pytest.mark.slow
 def test_next_session_sweeps_folders_of_dead_sessions_only(pytester: pytest.Pytester) -> None:
     # Memory folders of their own, where no other session of the user sweeps.
     pytester.makeconftest(
@@ -216,6 +218,7 @@ def test_next_session_sweeps_folders_of_dead_sessions_only(pytester: pytest.Pyte
             os.killpg(dead_info["service"], signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_relative_paths_are_taken_from_where_pytest_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -278,6 +278,7 @@ def test_services_off_gives_none(inner: pytest.Pytester) -> None:
     inner.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_xdist_workers_get_their_own_servers_from_a_cold_cache(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, memory_dir: Path
 ) -> None:
@@ -315,6 +316,7 @@ def test_it(mysql):
 """
 
 
+@pytest.mark.slow
 def test_cold_then_warm_cache(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, memory_dir: Path
 ) -> None:
@@ -344,6 +346,7 @@ def test_cold_then_warm_cache(
     assert "initialising" not in result.stdout.str()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated file", "missing marker", "half-built leftover"])
 def test_damaged_cache_entry_is_rebuilt(
     inner: pytest.Pytester,

@@ -157,6 +157,7 @@ def test_loaded(mysql, mysql_socket, mysql_database, worker_id):
 """
 
 
+@pytest.mark.slow
 def test_state_is_built_once_for_all_workers_and_runs(shop: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     shop.makepyfile(LOADED)
@@ -172,6 +173,7 @@ def test_state_is_built_once_for_all_workers_and_runs(shop: pytest.Pytester) -> 
     assert len(state_entries(shop)) == 1 and leftovers(shop) == []
 
 
+@pytest.mark.slow
 def test_a_changed_sql_file_rebuilds_the_state_once(shop: pytest.Pytester) -> None:
     shop.makepyfile(LOADED)
     run(shop).assert_outcomes(passed=1)
@@ -283,6 +285,7 @@ def test_last(mysql_socket, mysql_database, mysql_clean):
 """
 
 
+@pytest.mark.slow
 def test_mysql_clean_restores_the_prepared_state_after_anything(shop: pytest.Pytester) -> None:
     shop.makepyfile(CLEAN)
     result = run(shop, "-p", "no:randomly", "-v")
@@ -340,6 +343,7 @@ def do_mysql_clean():
     run(shop).assert_outcomes(passed=2)
 
 
+@pytest.mark.slow
 def test_mysql_url_with_sqlalchemy(shop: pytest.Pytester) -> None:
     pytest.importorskip("sqlalchemy")
     shop.makepyfile(

@@ -9,6 +9,8 @@ import venv
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,7 @@ def _source_copy(target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_registers_the_plugin(tmp_path: Path) -> None:
     source = _source_copy(tmp_path / "source")
     subprocess.run(

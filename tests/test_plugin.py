@@ -67,6 +67,7 @@ def test_run_services_overridden_in_conftest(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*RUN_SERVICES=True*"])
 
 
+@pytest.mark.slow
 def test_xvfb_display_option_cli_and_ini(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -87,6 +88,7 @@ def test_xvfb_display_option_cli_and_ini(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*DISPLAY_OPTION=45*"])
 
 
+@pytest.mark.slow
 def test_port_range_option_cli_and_ini(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

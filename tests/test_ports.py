@@ -148,6 +148,7 @@ def test_planted_table_falls_back_to_the_users_own(
     assert Path("/etc/passwd").read_text().startswith("root:")  # never written to
 
 
+@pytest.mark.slow
 def test_twenty_thousand_ports_under_ulimit_1024(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """

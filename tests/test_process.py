@@ -180,6 +180,7 @@ def test_service_dying_at_start_is_reported_at_once(
     assert sorted(p.name for p in log_path.parent.parent.iterdir()) == ["logs"]
 
 
+@pytest.mark.slow
 def test_checker_that_never_succeeds_times_out_and_leaves_nothing(
     pytester: pytest.Pytester, service_script: Path
 ) -> None:
@@ -390,6 +391,7 @@ def inner_pytest_holding(
         inner.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("drop", [False, True], ids=["same-user", "dropped-privileges"])
 def test_nothing_outlives_a_killed_pytest(
@@ -494,6 +496,7 @@ def test_a_killed_watchdog_is_replaced_and_told_every_service(
         assert wait_gone(owned, seconds=15) == [], "services survived their pytest"
 
 
+@pytest.mark.slow
 def test_services_of_xdist_workers_die_with_their_controller(
     pytester: pytest.Pytester, service_script: Path
 ) -> None:
@@ -527,6 +530,7 @@ def test_services_of_xdist_workers_die_with_their_controller(
                     os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_any_number_of_starts_of_one_binary(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     names = set()

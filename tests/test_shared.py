@@ -127,6 +127,7 @@ if tuple(int(part) for part in xdist.__version__.split(".")[:2]) >= (3, 2):
     DIST_MODES.append("worksteal")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dist", DIST_MODES)
 def test_one_start_per_run_and_every_worker_gets_its_value(
     pytester: pytest.Pytester, dist: str
@@ -146,6 +147,7 @@ def test_one_start_per_run_and_every_worker_gets_its_value(
     assert not os.path.exists(values[0]["folder"])
 
 
+@pytest.mark.slow
 def test_the_service_survives_the_worker_that_started_it(pytester: pytest.Pytester) -> None:
     folder = make_suite(pytester, files=0)
     pytester.makepyfile(
@@ -182,6 +184,7 @@ def test_the_service_survives_the_worker_that_started_it(pytester: pytest.Pytest
     assert wait_gone(values[0]["pid"]), "the shared service outlived its run"
 
 
+@pytest.mark.slow
 def test_a_failing_start_gives_every_worker_the_same_error_once(
     pytester: pytest.Pytester,
 ) -> None:
@@ -202,6 +205,7 @@ def test_a_failing_start_gives_every_worker_the_same_error_once(
     assert second == "RuntimeError: the index in /srv/search is corrupt"
 
 
+@pytest.mark.slow
 def test_a_service_that_fails_to_start_is_reported_with_its_output(
     pytester: pytest.Pytester,
 ) -> None:
@@ -228,6 +232,7 @@ def test_a_service_that_fails_to_start_is_reported_with_its_output(
     assert Path(log.group(1)).read_text() == "no index found\n", "the log was not kept"
 
 
+@pytest.mark.slow
 def test_a_worker_dying_in_start_is_an_error_for_the_others(pytester: pytest.Pytester) -> None:
     folder = make_suite(pytester, body="    os._exit(1)\n", files=0)
     pytester.makepyfile(test_one="def test_uses(search):\n    pass\n")
@@ -242,6 +247,7 @@ def test_a_worker_dying_in_start_is_an_error_for_the_others(pytester: pytest.Pyt
     result.assert_outcomes(failed=1, errors=2)
 
 
+@pytest.mark.slow
 def test_waiting_longer_than_timeout_says_who_is_starting(pytester: pytest.Pytester) -> None:
     make_suite(pytester, body="    time.sleep(6)\n    return 1\n", files=0)
     pytester.makepyfile(
@@ -266,6 +272,7 @@ def test_waiting_longer_than_timeout_says_who_is_starting(pytester: pytest.Pytes
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_nothing_outlives_a_killed_controller(pytester: pytest.Pytester, signum: int) -> None:
     folder = make_suite(pytester, files=0)
@@ -314,6 +321,7 @@ def test_nothing_outlives_a_killed_controller(pytester: pytest.Pytester, signum:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_outside_xdist_it_is_a_session_service(pytester: pytest.Pytester) -> None:
     folder = make_suite(pytester, files=2)
     conftest = pytester.path / "conftest.py"
@@ -345,6 +353,7 @@ def test_without_run_services_nothing_starts(pytester: pytest.Pytester) -> None:
     assert lines(folder / "starts") == []
 
 
+@pytest.mark.slow
 def test_two_runs_never_share_a_service(pytester: pytest.Pytester) -> None:
     folder = make_suite(pytester, files=1)
     runs = [
@@ -385,6 +394,7 @@ def test_keeper_without_pytest(tmp_path: Path) -> None:
     assert service.wait(15) == -signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_remote_style_workers_share_it_too(pytester: pytest.Pytester, tmp_path: Path) -> None:
     folder = make_suite(pytester, files=1)
     elsewhere = tmp_path / "elsewhere"
