@@ -50,7 +50,7 @@ from pytest_services.exceptions import (
     MySQLInitError,
 )
 from pytest_services.process import ServiceProcess
-from pytest_services.service import WatcherGetter
+from pytest_services.service import WatcherGetter, get_run_id
 
 __all__ = [
     "MySQLError",
@@ -190,6 +190,7 @@ def mysql_watcher(
                 request.getfixturevalue("run_dir"),
                 logs,
                 services_log,
+                get_run_id(request.config),
             )
         except BaseException:
             folders.keep_logs(logs)

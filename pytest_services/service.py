@@ -130,6 +130,17 @@ def get_worker_id(config: pytest.Config) -> str:
     return _UNSAFE.sub("_", str(workerinput.get("workerid", "local")))
 
 
+def get_run_id(config: pytest.Config) -> str:
+    """An id that every pytest-xdist worker of one run shares (the session's own outside
+    pytest-xdist): what a build that failed in this run is remembered by."""
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    if "testrunuid" in workerinput:
+        return str(workerinput["testrunuid"])
+    if not hasattr(config, "_pytest_services_run_id"):
+        config._pytest_services_run_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+    return str(config._pytest_services_run_id)  # type: ignore[attr-defined]
+
+
 def services_enabled(config: pytest.Config) -> bool:
     """Tell whether services run: in xdist workers, or with ``--run-services`` or its ini."""
     return is_xdist_worker(config) or run_services_option(config)

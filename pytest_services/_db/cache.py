@@ -1,10 +1,16 @@
-"""The cache of database data directories: one entry protocol for every server and state.
+"""The cache of database data directories: what an entry is, and keeping the cache small.
 
 Plain code, no pytest.  An entry is a folder ``<cache>/<key>`` holding ``data/`` (a data
-directory to copy from) and a marker that names the key and lists every file's size.  It is
-built next to its place under a kernel lock (so concurrent sessions build it once), made
-sparse, and renamed into place in one step: an entry either is complete or does not exist,
-and one whose marker does not match its files is rebuilt, never used.
+directory to copy from), any files its engine keeps beside it, and a marker that names the
+key and lists every other file of the entry with its size and modification time.  An entry
+either is complete -- its marker matches its files -- or it is rebuilt, never used: a file
+truncated, rewritten or removed since the build makes it incomplete.  Entries are built by
+:func:`pytest_services._db.build.ensure`.
+
+The cache stays small: entries unused for ``UNUSED_ENTRY_DAYS`` go, an entry superseded by a
+newer one of the same lineage (the same loaders with other contents: an edited migration)
+goes once ``KEEP_PER_LINEAGE`` newer ones exist, and past ``PYTEST_SERVICES_CACHE_MAX_MB``
+(default ``DEFAULT_MAX_MB``) the least recently used entries go.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,29 +26,31 @@ from logging import Logger
 from typing import Any
 
 from pytest_services._db.sparse import copy_tree, sparsify_tree
-from pytest_services._reserve.lockfiles import file_lock
+from pytest_services._reserve.lockfiles import try_lock
 
 __all__ = [
-    "BUILD_LOCK_TIMEOUT",
+    "DEFAULT_MAX_MB",
+    "KEEP_PER_LINEAGE",
     "MARKER",
+    "MAX_MB_ENV",
     "UNUSED_ENTRY_DAYS",
     "CacheEntry",
     "copy_from",
     "discard",
-    "ensure",
-    "file_sizes",
+    "entry_files",
     "prune",
+    "sweep_abandoned",
+    "write_marker",
 ]
 
 MARKER = "complete.json"
 #: Entries unused for this many days are removed when a new entry is built.
 UNUSED_ENTRY_DAYS = 30
-#: Seconds a session waits for another one that is building the same entry.
-BUILD_LOCK_TIMEOUT = 600.0
-
-#: Fills a build folder: writes ``data/`` (and any other file the entry keeps) into it, and
-#: returns what the marker records beside the key and the file sizes.
-Builder = Callable[[str], dict[str, Any]]
+#: Entries of one lineage kept: the newest and the one before (a branch switched back).
+KEEP_PER_LINEAGE = 2
+#: The cache's size limit in MiB, and the variable that sets another.
+MAX_MB_ENV = "PYTEST_SERVICES_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
 
 
 @dataclass(frozen=True)
@@ -72,15 +79,28 @@ class CacheEntry:
         """A file the entry keeps beside its data directory."""
         return os.path.join(self.path, name)
 
-    def is_complete(self) -> bool:
-        """True when the marker exists, names the key, and every file has its size."""
+    def manifest(self) -> dict[str, Any]:
+        """What the marker says (empty when there is none that can be read)."""
         try:
             with open(self.file(MARKER), encoding="utf-8") as marker:
-                manifest = json.load(marker)
-            return bool(
-                manifest["key"] == self.key and manifest["files"] == file_sizes(self.data_dir)
+                found = json.load(marker)
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def is_complete(self) -> bool:
+        """True when the marker names the key, every file it lists is as it was built, and
+        the data directory holds no other file."""
+        manifest = self.manifest()
+        try:
+            if manifest["key"] != self.key:
+                return False
+            listed, found = manifest["files"], entry_files(self.path)
+            extra = {name for name in found if name not in listed}
+            return all(found.get(name) == value for name, value in listed.items()) and not any(
+                name.startswith(f"data{os.sep}") for name in extra
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, KeyError, TypeError, AttributeError):
             return False
 
     def mark_used(self) -> None:
@@ -89,14 +109,25 @@ class CacheEntry:
             os.utime(self.file(MARKER))
 
 
-def file_sizes(data_dir: str) -> dict[str, int]:
-    """The size of every file below ``data_dir``, by relative path."""
-    sizes = {}
-    for folder, _dirs, files in os.walk(data_dir):
+def entry_files(folder: str) -> dict[str, list[int]]:
+    """Every file below ``folder`` but the marker: ``[size, mtime_ns]`` by relative path."""
+    found = {}
+    for parent, _dirs, files in os.walk(folder):
         for name in files:
-            path = os.path.join(folder, name)
-            sizes[os.path.relpath(path, data_dir)] = os.lstat(path).st_size
-    return sizes
+            path = os.path.join(parent, name)
+            relative = os.path.relpath(path, folder)
+            if relative != MARKER:
+                info = os.lstat(path)
+                found[relative] = [info.st_size, info.st_mtime_ns]
+    return found
+
+
+def write_marker(folder: str, key: str, manifest: dict[str, Any]) -> None:
+    """Make the build folder's data sparse, then write its marker: the last step of a build."""
+    sparsify_tree(os.path.join(folder, "data"))
+    manifest = {**manifest, "key": key, "files": entry_files(folder)}
+    with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as marker:
+        json.dump(manifest, marker)
 
 
 def discard(path: str) -> None:
@@ -109,38 +140,6 @@ def discard(path: str) -> None:
     except OSError:
         trash = path
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def ensure(entry: CacheEntry, build: Builder, log: Logger, doing: str) -> bool:
-    """Make sure ``entry`` is complete, building it with ``build`` if it is not.
-
-    ``doing`` says in the log what a build does.  Returns True when this call built it.
-    """
-    if entry.is_complete():
-        entry.mark_used()
-        return False
-    with file_lock(f"{entry.path}.lock", remove=False, timeout=BUILD_LOCK_TIMEOUT):
-        if entry.is_complete():
-            return False
-        for name in os.listdir(entry.cache):
-            if name.startswith((f".build-{entry.key}-", f".trash-{entry.key}-")):
-                shutil.rmtree(os.path.join(entry.cache, name), ignore_errors=True)
-        if os.path.lexists(entry.path):
-            log.warning("cache entry %s is incomplete or damaged: rebuilding it", entry.path)
-            discard(entry.path)
-        log.info("%s in %s", doing, entry.path)
-        folder = tempfile.mkdtemp(prefix=f".build-{entry.key}-", dir=entry.cache)
-        try:
-            manifest = build(folder)
-            data_dir = os.path.join(folder, "data")
-            manifest.update(key=entry.key, files=file_sizes(sparsify_tree(data_dir)))
-            with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as marker:
-                json.dump(manifest, marker)
-            os.rename(folder, entry.path)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    prune(entry.cache, entry.key, log)
-    return True
 
 
 def copy_from(source: Callable[[], str], data_dir: str) -> None:
@@ -156,20 +155,68 @@ def copy_from(source: Callable[[], str], data_dir: str) -> None:
         copy_tree(source(), data_dir)
 
 
-def prune(cache: str, keep: str, log: Logger) -> None:
-    """Remove the entries (of older server versions, say) unused for ``UNUSED_ENTRY_DAYS``."""
-    limit = time.time() - UNUSED_ENTRY_DAYS * 86400
+def sweep_abandoned(cache: str, held: str) -> None:
+    """Remove the build and trash folders of builds whose session died (nobody holds the
+    lock of their key), whatever key they were for; ``held`` is the key whose lock the
+    caller holds, so its leftovers are abandoned too."""
     for name in os.listdir(cache):
-        path = os.path.join(cache, name)
-        if name.startswith(".") or name == keep or not os.path.isdir(path):
+        if not name.startswith((".build-", ".trash-")):
             continue
-        marker = os.path.join(path, MARKER)
+        key = name.split("-", 1)[1].rsplit("-", 1)[0]
+        if key == held:
+            shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
+            continue
+        fd = try_lock(os.path.join(cache, f"{key}.lock"))
+        if fd is None:
+            continue  # being built right now
         try:
-            used = os.stat(marker if os.path.exists(marker) else path).st_mtime
+            shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _disk_usage(path: str) -> int:
+    used = 0
+    for parent, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                used += os.lstat(os.path.join(parent, name)).st_blocks * 512
+    return used
+
+
+def prune(cache: str, keep: str, log: Logger) -> None:
+    """Remove entries unused for long, superseded ones, and the least recently used past the
+    cache's size limit; never ``keep`` (the entry just built or used)."""
+    entries = []
+    for name in os.listdir(cache):
+        entry = CacheEntry.in_folder(cache, name)
+        if name.startswith(".") or name == keep or not os.path.isdir(entry.path):
+            continue
+        marker = entry.file(MARKER)
+        try:
+            used = os.stat(marker if os.path.exists(marker) else entry.path).st_mtime
         except OSError:
             continue
-        if used < limit:
-            log.info("removing the unused cache entry %s", path)
-            discard(path)
+        entries.append((used, entry))
+    entries.sort(key=lambda found: found[0], reverse=True)  # the most recently used first
+    lineage = CacheEntry.in_folder(cache, keep).manifest().get("lineage")
+    same_lineage = 1
+    limit = int(os.environ.get(MAX_MB_ENV, "") or DEFAULT_MAX_MB) * 1024 * 1024
+    total = _disk_usage(os.path.join(cache, keep))
+    for used, entry in entries:
+        reason = ""
+        if used < time.time() - UNUSED_ENTRY_DAYS * 86400:
+            reason = f"unused for {UNUSED_ENTRY_DAYS} days"
+        elif lineage is not None and entry.manifest().get("lineage") == lineage:
+            same_lineage += 1
+            if same_lineage > KEEP_PER_LINEAGE:
+                reason = "superseded by newer states of the same loaders"
+        if not reason:
+            total += _disk_usage(entry.path)
+            if total > limit:
+                reason = f"the cache is larger than {limit // 1024 // 1024} MiB ({MAX_MB_ENV})"
+        if reason:
+            log.info("removing the cache entry %s: %s", entry.path, reason)
+            discard(entry.path)
             with contextlib.suppress(OSError):
-                os.unlink(f"{path}.lock")
+                os.unlink(f"{entry.path}.lock")

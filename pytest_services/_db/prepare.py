@@ -1,28 +1,69 @@
 """Prepared database states in the cache: built once per server and key, copied per session.
 
 Plain code, no pytest.  :func:`prepare_state_data_dir` fills a session's data directory
-with a copy of the cache entry whose default database an :class:`~.state.DatabaseInit`
+with a copy of the cache entry whose default database a :class:`~.state.DatabaseInit`
 filled.  The entry is built at most once, however many sessions and workers ask at the same
-time, from a copy of the server's base entry: a private server (watched like every service)
-runs the loaders, the engine describes the result, the server shuts down cleanly, and the
-entry protocol of :mod:`pytest_services._db.cache` renames the folder into place.  A failed
-build leaves no entry behind.
+time (:func:`pytest_services._db.build.ensure`), from a copy of the server's base entry: a
+private server (watched like every service) runs the loaders in order, the engine describes
+the result, the server shuts down cleanly, and the folder is renamed into place.  A failed
+build leaves no entry behind, names the loader that failed (or that was running when the
+server died, the time ran out or the disk filled up) and is not tried again in that run.
 """
 
 from __future__ import annotations
 
 import os
 from logging import Logger
-from typing import Any
+from typing import Any, Optional
 
-from pytest_services._db import cache
-from pytest_services._db.cache import CacheEntry
+from pytest_services._db import build as _build
+from pytest_services._db.cache import CacheEntry, copy_from, discard
 from pytest_services._db.protocol import Engine
 from pytest_services._db.sparse import copy_tree
-from pytest_services._db.state import DatabaseInit, State, read_state, write_state
+from pytest_services._db.state import DatabaseInit, State, describe, read_state, write_state
 from pytest_services._engine.paths import StrPath
+from pytest_services.exceptions import DatabaseError
 
 __all__ = ["prepare_state_data_dir", "prepared_entry"]
+
+
+def _fill(
+    engine: Engine,
+    folder: str,
+    init: DatabaseInit,
+    database: str,
+    run_dir: StrPath,
+    log_dir: StrPath,
+) -> dict[str, Any]:
+    data_dir = os.path.join(folder, "data")
+    copy_tree(engine.base_data_dir(), data_dir)
+    process = engine.start_preparing(folder, data_dir, run_dir, log_dir)
+    running: Optional[str] = None
+    try:
+        engine.create_database(database)
+        for loader in init.load:
+            running = describe(loader)
+            engine.run_loader(init, loader, database)
+        running = None
+        state = engine.describe(database)
+    except Exception as exc:
+        if process.poll() is None:
+            raise
+        during = f" while the loader {running} ran" if running else ""
+        raise init.error(
+            f"The server preparing the {engine.name} state died{during} (exit code "
+            f"{process.returncode}); its log: {process.log_path}"
+        ) from exc
+    finally:
+        process.stop(grace=engine.start_timeout)  # a clean shutdown: a consistent copy
+    if process.returncode != 0:
+        raise init.error(
+            f"The server that prepared the {engine.name} state did not shut down cleanly "
+            f"(exit code {process.returncode}); see {process.log_path}."
+        )
+    engine.tidy(folder)
+    write_state(folder, state)
+    return {"lineage": init.lineage(database)}
 
 
 def prepared_entry(
@@ -32,31 +73,33 @@ def prepared_entry(
     run_dir: StrPath,
     log_dir: StrPath,
     log: Logger,
+    run_id: Optional[str] = None,
 ) -> tuple[str, State]:
-    """The data directory and description of the prepared state; built on first use."""
+    """The data directory and description of the prepared state; built on first use.
+
+    A build that fails is not tried again by later callers with the same ``run_id``."""
     base = engine.base_entry()
     entry = CacheEntry.in_folder(base.cache, f"{base.key}-state-{init.state_key(database)}")
-
-    def build(folder: str) -> dict[str, Any]:
-        data_dir = os.path.join(folder, "data")
-        copy_tree(engine.base_data_dir(), data_dir)
-        process = engine.start_preparing(folder, data_dir, run_dir, log_dir)
+    for attempt in (1, 2):
+        built = _build.ensure(
+            entry,
+            lambda folder: _fill(engine, folder, init, database, run_dir, log_dir),
+            log,
+            f"preparing the {engine.name} state",
+            timeout=init.timeout,
+            run_id=run_id,
+            error=init.error,
+        )
+        if not built:
+            base.mark_used()  # a later rebuild starts from it: keep it from being pruned
         try:
-            state = engine.fill(folder, init, database)
-        finally:
-            process.stop(grace=engine.start_timeout)  # a clean shutdown: a consistent copy
-        if process.returncode != 0:
-            raise init.error(
-                f"The server that prepared the {engine.name} state did not shut down cleanly "
-                f"(exit code {process.returncode}); see {process.log_path}."
-            )
-        engine.tidy(folder)
-        write_state(folder, state)
-        return {}
-
-    if not cache.ensure(entry, build, log, f"preparing the {engine.name} state"):
-        base.mark_used()  # a later rebuild starts from it: keep it from being pruned
-    return entry.data_dir, read_state(entry.path)
+            return entry.data_dir, read_state(entry.path)
+        except (OSError, ValueError) as exc:  # damaged after the check: build it anew
+            if attempt == 2:
+                raise DatabaseError(f"The cache entry {entry.path} cannot be read: {exc}") from exc
+            log.warning("the cache entry %s cannot be read (%s): rebuilding it", entry.path, exc)
+            discard(entry.path)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def prepare_state_data_dir(
@@ -67,14 +110,15 @@ def prepare_state_data_dir(
     run_dir: StrPath,
     log_dir: StrPath,
     log: Logger,
+    run_id: Optional[str] = None,
 ) -> State:
     """Fill ``data_dir`` with a copy of the prepared state; return its description."""
     found: list[State] = []
 
     def source() -> str:
-        path, state = prepared_entry(engine, init, database, run_dir, log_dir, log)
+        path, state = prepared_entry(engine, init, database, run_dir, log_dir, log, run_id)
         found.append(state)
         return path
 
-    cache.copy_from(source, data_dir)
+    copy_from(source, data_dir)
     return found[-1]

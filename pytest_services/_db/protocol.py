@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pytest_services._db.cache import CacheEntry
-from pytest_services._db.state import DatabaseInit, State
+from pytest_services._db.state import DatabaseInit, Loader, State
 from pytest_services._engine.paths import StrPath
 from pytest_services.process import ServiceProcess
 
@@ -40,9 +40,19 @@ class Engine(Protocol):
         """Start a private server on ``data_dir`` (inside the build folder ``build``)."""
         ...
 
-    def fill(self, build: str, init: DatabaseInit, database: str) -> State:
-        """Create ``database`` on the preparing server, run ``init``'s loaders, and return
-        the description of the result that the per-test reset restores."""
+    def create_database(self, database: str) -> None:
+        """Create the default database on the preparing server."""
+        ...
+
+    def run_loader(self, init: DatabaseInit, loader: Loader, database: str) -> None:
+        """Run one loader against ``database`` on the preparing server: an SQL file through
+        the server's client, a callable with the engine's keyword arguments (through
+        :meth:`DatabaseInit.run`, which names a failing loader)."""
+        ...
+
+    def describe(self, database: str) -> State:
+        """Describe the filled ``database`` for the per-test reset, and keep what the
+        reset restores from (a template of its rows)."""
         ...
 
     def tidy(self, build: str) -> None:

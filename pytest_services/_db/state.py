@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Optional, Union
 from pytest_services.exceptions import DatabaseInitError
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "STATE_FILE",
     "DatabaseInit",
     "Loader",
@@ -41,6 +42,8 @@ Loader = Union[Path, str, Callable[..., object]]
 State = dict[str, Any]
 #: The file of a cache entry that holds its state's description.
 STATE_FILE = "state.json"
+#: Seconds the loaders of a state may take together, unless the state says otherwise.
+DEFAULT_TIMEOUT = 600.0
 
 _CALLABLE_NAME = re.compile(r"[\w.]+:[\w.]+")
 
@@ -51,11 +54,13 @@ class DatabaseInit:
 
     With ``key=None`` the key is a digest of the SQL files' contents and of each callable's
     module, name and source; pass your own (e.g. :func:`hash_files` of a migrations folder)
-    when the callables depend on more than their own source.
+    when the callables depend on more than their own source.  The loaders together may take
+    ``timeout`` seconds (default ``DEFAULT_TIMEOUT``, ten minutes).
     """
 
     load: Sequence[Loader] = field(default_factory=tuple)
     key: Optional[str] = None
+    timeout: float = DEFAULT_TIMEOUT
 
     #: How messages name the engine ("MySQL"), and the error its loaders raise.
     engine: ClassVar[str] = "database"
@@ -79,6 +84,14 @@ class DatabaseInit:
             )
         if self.key is not None and not isinstance(self.key, str):
             raise TypeError(f"{name} key must be a str or None, not {self.key!r}.")
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not self.timeout > 0
+        ):
+            raise TypeError(
+                f"{name} timeout must be a positive number of seconds, not {self.timeout!r}."
+            )
 
     def resolve(self, loader: Loader) -> Callable[..., object]:
         """The callable a ``"module:function"`` loader names (callables as they are)."""
@@ -116,6 +129,16 @@ class DatabaseInit:
                         source = ""
                     material.append(["callable", describe(target), source])
         text = json.dumps(material, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def lineage(self, database: str) -> str:
+        """What states of the same loaders share, whatever their contents: an entry of the
+        same lineage and another key is an older version of the same state."""
+        names = [
+            describe(loader) if not callable(loader) else describe(self.resolve(loader))
+            for loader in self.load
+        ]
+        text = json.dumps([type(self).__name__, database, names])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def run(self, loader: Loader, run_sql: Callable[[Path], None], **where: str) -> None:

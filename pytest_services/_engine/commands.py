@@ -7,10 +7,12 @@ nothing it spawns outlives pytest either.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -28,6 +30,30 @@ _GATE = 'read _ </proc/self/fd/{fd} && exec "$0" "$@"'
 _SHELL = "/bin/sh"
 
 Process = TypeVar("Process", bound="subprocess.Popen[Any]")
+
+#: Sets that record the process groups started while :func:`collect_groups` is active.
+_collectors: list[set[int]] = []
+_collectors_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def collect_groups() -> Iterator[set[int]]:
+    """Yield a set that gathers the process groups started (in any thread) until the block
+    ends: a caller that must abort a piece of work can stop everything it started."""
+    found: set[int] = set()
+    with _collectors_lock:
+        _collectors.append(found)
+    try:
+        yield found
+    finally:
+        with _collectors_lock:
+            _collectors.remove(found)
+
+
+def _collected(pid: int) -> None:
+    with _collectors_lock:
+        for found in _collectors:
+            found.add(pid)
 
 
 def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str, Any]) -> Process:
@@ -50,6 +76,7 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
     if not gated:
         process = popen(command, **kwargs)
         _reaper.watch(process.pid)
+        _collected(process.pid)
         return process
     gate, opener = os.pipe()
     closing = f" {gate}<&-" if gate <= 9 else ""  # a POSIX shell names descriptors 0 to 9
@@ -65,6 +92,7 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
         os.close(gate)
     try:
         _reaper.watch(process.pid)
+        _collected(process.pid)
         os.write(opener, b"go\n")
     finally:
         os.close(opener)

@@ -15,7 +15,7 @@ import subprocess
 from logging import Logger
 from typing import Any, Optional
 
-from pytest_services._db import cache
+from pytest_services._db import build, cache
 from pytest_services._db.cache import CacheEntry
 from pytest_services._db.mysql.server import (
     PACKAGE,
@@ -134,7 +134,7 @@ def cached_data_dir(server: MySQLServer, mysql_cache: str, log: Logger) -> str:
     zoneinfo, timezones = _timezone_source()
     entry = _cache_entry(server, mysql_cache, timezones)
     doing = f"initialising a {server.flavour} data directory"
-    cache.ensure(entry, lambda build: _build(server, build, zoneinfo, log), log, doing)
+    build.ensure(entry, lambda folder: _build(server, folder, zoneinfo, log), log, doing)
     return entry.data_dir
 
 

@@ -20,7 +20,7 @@ from pytest_services._db.mysql.cache import base_entry, cached_data_dir
 from pytest_services._db.mysql.describe import fill_template, quote, snapshot
 from pytest_services._db.mysql.init import MySQLInit, run_loader
 from pytest_services._db.mysql.server import START_TIMEOUT, MySQLServer, defaults_file_text
-from pytest_services._db.state import DatabaseInit, State
+from pytest_services._db.state import DatabaseInit, Loader, State
 from pytest_services._engine.paths import StrPath, socket_path
 from pytest_services.process import ServiceProcess, start_service
 
@@ -83,14 +83,20 @@ class MySQLEngine:
             log_dir=log_dir,
         )
 
-    def fill(self, build: str, init: DatabaseInit, database: str) -> State:
-        assert isinstance(init, MySQLInit)
+    def create_database(self, database: str) -> None:
         connection = _connect(self._socket)
         try:
             connection.cursor().execute(f"CREATE DATABASE {quote(database)}")
-            for loader in init.load:
-                run_loader(self.server, init, loader, self._socket, database)
-            connection.select_db(database)
+        finally:
+            connection.close()
+
+    def run_loader(self, init: DatabaseInit, loader: Loader, database: str) -> None:
+        assert isinstance(init, MySQLInit)
+        run_loader(self.server, init, loader, self._socket, database)
+
+    def describe(self, database: str) -> State:
+        connection = _connect(self._socket, database)
+        try:
             state = snapshot(connection.cursor(), database)
             fill_template(connection.cursor(), state)
         finally:
