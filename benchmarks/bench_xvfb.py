@@ -131,6 +131,7 @@ def hand_handshake(display: int, folder: Path) -> tuple[float, float, int]:
         start_new_session=True,  # as the engine starts services; the check looks for it
     )
     check, delay = X11Handshake(display, cookie), FIRST_DELAY
+    check.attach(server)
     while True:
         with contextlib.suppress(OSError):
             if check():

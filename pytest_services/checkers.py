@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Union
 
 from pytest_services._readiness import checker_name
-from pytest_services.process import ServiceError, StrPath
+from pytest_services.process import ServiceError, ServiceProcess, StrPath
 
 #: Longest time, in seconds, that one check may wait for a connection or an answer.
 CALL_TIMEOUT = 0.5
@@ -211,6 +211,13 @@ class _AllOf(Checker):
             bind = getattr(checker, "bind", None)
             if callable(bind):
                 bind(log_path)
+
+    def attach(self, process: ServiceProcess) -> None:
+        """Tell every member that checks who answers which process that must be."""
+        for checker in self.checkers:
+            attach = getattr(checker, "attach", None)
+            if callable(attach):
+                attach(process)
 
     def __call__(self) -> bool:
         try:
