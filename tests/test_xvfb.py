@@ -100,7 +100,7 @@ def test_display(xvfb, xvfb_display, tmp_path):
         info = xdpyinfo(*where)
         assert info.returncode == 0, info.stderr
         assert re.search(r"dimensions:\\s+1366x768 pixels", info.stdout)
-        assert re.search(r"depth of root window:\\s+8 planes", info.stdout)
+        assert re.search(r"depth of root window:\\s+24 planes", info.stdout)
         denied = xdpyinfo(*where, XAUTHORITY=str(empty))
         assert denied.returncode != 0
         assert "Authorization required" in denied.stderr
@@ -324,7 +324,7 @@ def xvfb_display():
     result.stdout.fnmatch_lines(
         [
             "*Service 'Xvfb' exited with code 1 before it was ready*",
-            f"*command: */Xvfb :{display} -screen 0 1366x768x8 *",
+            f"*command: */Xvfb :{display} -screen 0 1366x768x24 *",
             f"*Server is already active for display {display}*",
             f"*display :{display} belongs to another X server (pid {owner}, *",
         ]
