@@ -18,11 +18,11 @@ import tempfile
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pytest
 
-from pytest_services._xwd import capture_png
+from pytest_services._xwd import capture_png, read_xwd
 
 #: The ini options: screenshots on or off, and where they go.
 ENABLED_OPTION = "xvfb_screenshots"
@@ -33,10 +33,11 @@ DEFAULT_DIR = "xvfb-screenshots"
 FIXTURES = frozenset(("xvfb", "xvfb_display"))
 #: The file in which Xvfb keeps screen 0 in its ``-fbdir`` folder.
 SCREEN_FILE = "Xvfb_screen0"
-_UNSAFE = re.compile(r"[^\w.\[\]=-]+")
+_UNSAFE = re.compile(r"[^\w.=-]+")
 
-#: The displays served now, each with the ``-fbdir`` folder of its Xvfb (None: use xwd).
-SCREENS: dict[int, Optional[str]] = {}
+#: The displays served, each with the ``-fbdir`` folder of its Xvfb (None: use xwd), or the
+#: screen as its Xvfb stopped, for the teardown of the session's last test.
+SCREENS: dict[int, Union[str, bytes, None]] = {}
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -51,12 +52,21 @@ def fbdir(folder: str | os.PathLike[str], display: int) -> str:
 
 @contextlib.contextmanager
 def showing(display: int, framebuffer_dir: Optional[str]) -> Iterator[None]:
-    """Make ``display`` the one that failing tests' screenshots show, while in use."""
+    """Make ``display`` the one that failing tests' screenshots show, while in use.
+
+    When it ends, before its Xvfb stops, the screen is kept in memory: the last test's
+    teardown, which stops the session's fixtures, can fail after that.
+    """
     SCREENS[display] = framebuffer_dir
     try:
         yield
     finally:
-        SCREENS.pop(display, None)
+        try:
+            if framebuffer_dir is not None:
+                with open(os.path.join(framebuffer_dir, SCREEN_FILE), "rb") as screen:
+                    SCREENS[display] = screen.read()
+        except OSError:
+            SCREENS.pop(display, None)
 
 
 class Screenshots:
@@ -74,7 +84,7 @@ class Screenshots:
         outcome = yield
         report: pytest.TestReport = outcome.get_result()
         if report.failed and SCREENS and not FIXTURES.isdisjoint(_fixtures(item)):
-            self._sections.append(self._capture(item, call.when))
+            self._sections.append(self._capture(item, report))
             report.sections.append(self._sections[-1])
         elif call.when == "teardown" and self._sections:
             # JUnit XML takes a test's captured output from its teardown report.
@@ -82,7 +92,11 @@ class Screenshots:
         if call.when == "teardown":
             self._sections = []
 
-    def _capture(self, item: pytest.Item, when: str) -> tuple[str, str]:
+    def pytest_sessionfinish(self) -> None:
+        SCREENS.clear()  # the screens kept for the last teardown
+
+    def _capture(self, item: pytest.Item, report: pytest.TestReport) -> tuple[str, str]:
+        when = report.when
         funcargs = getattr(item, "funcargs", None) or {}
         display = funcargs.get("xvfb_display")
         if display not in SCREENS:
@@ -90,16 +104,19 @@ class Screenshots:
         title = f"Captured stdout of the screen of display :{display}"
         started = time.perf_counter()
         try:
-            framebuffer = SCREENS[display]
-            png = capture_png(
-                display, None if framebuffer is None else os.path.join(framebuffer, SCREEN_FILE)
-            )
+            source = SCREENS[display]
+            if isinstance(source, bytes):
+                png = read_xwd(source).png()
+            else:
+                png = capture_png(display, source and os.path.join(source, SCREEN_FILE))
             path = self._folder() / f"{_UNSAFE.sub('_', item.nodeid)[-150:]}-{when}.png"
             path.write_bytes(png)
         except Exception as exc:
             return title, f"no screenshot: {type(exc).__name__}: {exc}"
         took = time.perf_counter() - started
-        item.user_properties.append(("xvfb_screenshot", str(path)))
+        # JUnit XML takes the properties from the teardown report, made from the item's.
+        where = report if when == "teardown" else item
+        where.user_properties.append(("xvfb_screenshot", str(path)))
         return (
             title,
             f"screenshot at the failure ({when}): {path} ({len(png)} bytes, {took * 1e3:.0f} ms)",
