@@ -137,10 +137,15 @@ INNER_CONFTEST = """
         if reporter is not None:
             config.pluginmanager.unregister(reporter)
             config.pluginmanager.register(Timed(reporter), "services-report")
-    screenshots = config.pluginmanager.get_plugin("services-screenshots")
-    if screenshots is not None:
-        config.pluginmanager.unregister(screenshots)
-        config.pluginmanager.register(TimedScreenshots(screenshots), "services-screenshots")
+
+
+    def pytest_sessionstart(session):
+        # The plugin registers the screenshot hook in its own pytest_configure, after ours.
+        manager = session.config.pluginmanager
+        screenshots = manager.get_plugin("services-screenshots")
+        if screenshots is not None:
+            manager.unregister(screenshots)
+            manager.register(TimedScreenshots(screenshots), "services-screenshots")
 
 
     @pytest.hookimpl(hookwrapper=True)
