@@ -2,11 +2,13 @@
 
     python benchmarks/bench_xvfb.py [--rounds N]
 
-Each round runs every variant once, in a random order, at 1366x768x8:
+Each round runs every variant once, in a random order, at 1366x768x24 unless named:
 
 * pytest-services: the fixture's own code path, driven without pytest: reserve a display,
-  write the cookie with xauth, start Xvfb through the process engine, wait for an X11
-  connection setup with the cookie to succeed; then stop it and release the display.
+  write the cookie with xauth, start Xvfb through the process engine (with ``-fbdir``, as
+  the fixture runs it while screenshots are on), wait for an X11 connection setup with the
+  cookie to succeed, answered by that very process; then stop it and release the display.
+  Once at depth 24 (the default) and once at depth 8 (the default of 2.2).
 * ``Xvfb :N -displayfd FD`` started by hand: ready when the display number is read from
   the pipe; stopped with SIGTERM.
 * The same by hand without ``-displayfd``, ready when an X11 connection setup succeeds,
@@ -16,6 +18,8 @@ Each round runs every variant once, in a random order, at 1366x768x8:
 
 The table gives medians, and ratios to the hand start measured in the same run.  "Left
 behind" counts X lock files and sockets still on disk after a variant stopped its server.
+Then one screenshot, as a failing test gets it: the framebuffer file of an Xvfb showing an
+``xlogo`` window read and encoded as a PNG (median of 20 captures, and the PNG's size).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from pathlib import Path
 
 import _common
 
+from pytest_services._screenshot import SCREEN_FILE, fbdir
+from pytest_services._xwd import capture_png
 from pytest_services.folders import default_lock_dir, private_dir
 from pytest_services.locks import X_LOCK, X_SOCKET, get_free_display, unlock_display
 from pytest_services.process import FIRST_DELAY, MAX_DELAY, start_service
@@ -84,14 +90,15 @@ def left_behind(display: int) -> int:
     return count
 
 
-def fixture_path(lock_dir: str, folder: Path) -> tuple[float, float, int]:
+def fixture_path(lock_dir: str, folder: Path, depth: int) -> tuple[float, float, int]:
     start = time.perf_counter()
     display = get_free_display(lock_dir, LOG)
     server = start_xvfb(
         display,
-        DEFAULT_RESOLUTION,
+        (*DEFAULT_RESOLUTION[:2], depth),
         folder / "Xauthority",
         functools.partial(start_service, log_dir=folder),
+        fbdir=fbdir(folder, display),
     )
     ready = time.perf_counter()
     server.stop()
@@ -131,6 +138,7 @@ def hand_handshake(display: int, folder: Path) -> tuple[float, float, int]:
         start_new_session=True,  # as the engine starts services; the check looks for it
     )
     check, delay = X11Handshake(display, cookie), FIRST_DELAY
+    check.attach(server)
     while True:
         with contextlib.suppress(OSError):
             if check():
@@ -214,7 +222,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         variants: dict[str, Round] = {
-            "pytest-services xvfb (fixture path)": lambda: fixture_path(lock_dir, folder),
+            "pytest-services xvfb, depth 24": lambda: fixture_path(lock_dir, folder, 24),
+            "pytest-services xvfb, depth 8": lambda: fixture_path(lock_dir, folder, 8),
             HAND: lambda: hand_displayfd(hand_display),
             "Xvfb + X11 setup polling, by hand": lambda: hand_handshake(hand_display, folder),
         }
@@ -231,8 +240,47 @@ def main() -> None:
             random.shuffle(order)  # no variant always follows the same one
             for name in order:
                 results[name].append(variants[name]())
+        shot = screenshot(lock_dir, folder) if shutil.which("xlogo") else None
     unlock_display(hand_display, lock_dir, LOG)
     report(results, options.rounds)
+    if shot is None:
+        print("screenshot: not measured, xlogo is missing (apt-get install x11-apps)")
+    else:
+        print(
+            f"screenshot of {SCREEN} with an xlogo window: {_common.ms(shot[0])} median "
+            f"of 20 captures, {shot[1]} bytes of PNG"
+        )
+
+
+def screenshot(lock_dir: str, folder: Path) -> tuple[float, int]:
+    """Capture the screen of an Xvfb showing a window, as for a failing test."""
+    display = get_free_display(lock_dir, LOG)
+    xauthority = folder / "Xauthority-shot"
+    server = start_xvfb(
+        display,
+        DEFAULT_RESOLUTION,
+        xauthority,
+        functools.partial(start_service, log_dir=folder),
+        fbdir=fbdir(folder, display),
+    )
+    env = dict(os.environ, DISPLAY=f":{display}", XAUTHORITY=str(xauthority))
+    logo = subprocess.Popen(
+        ["xlogo", "-geometry", "400x300+0+0"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(1)  # let it draw
+        framebuffer = os.path.join(fbdir(folder, display), SCREEN_FILE)
+        times, png = [], b""
+        for _ in range(20):
+            started = time.perf_counter()
+            png = capture_png(display, framebuffer)
+            times.append(time.perf_counter() - started)
+        return _common.median(times), len(png)
+    finally:
+        logo.kill()
+        logo.wait()
+        server.stop()
+        unlock_display(display, lock_dir, LOG)
 
 
 def report(results: dict[str, list[tuple[float, float, int]]], rounds: int) -> None:

@@ -38,4 +38,4 @@ def test_an_x_client_sees_the_virtual_screen(
 
     assert f"name of display:    :{xvfb_display}" in info
     assert "dimensions:    1366x768 pixels" in info
-    assert "depth of root window:    8 planes" in info
+    assert "depth of root window:    24 planes" in info

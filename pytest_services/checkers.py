@@ -40,6 +40,7 @@ __all__ = [
     "tcp",
     "unix_socket",
 ]
+from pytest_services.process import ServiceProcess
 
 #: Longest time, in seconds, that one check may wait for a connection or an answer.
 CALL_TIMEOUT = 0.5
@@ -223,6 +224,13 @@ class _AllOf(Checker):
             bind = getattr(checker, "bind", None)
             if callable(bind):
                 bind(log_path)
+
+    def attach(self, process: ServiceProcess) -> None:
+        """Tell every member that checks who answers which process that must be."""
+        for checker in self.checkers:
+            attach = getattr(checker, "attach", None)
+            if callable(attach):
+                attach(process)
 
     def __call__(self) -> bool:
         try:

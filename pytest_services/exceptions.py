@@ -35,6 +35,7 @@ __all__ = [
     "ServicesWarning",
     "SharedServiceError",
     "XvfbError",
+    "XwdError",
 ]
 
 
@@ -99,6 +100,10 @@ class CheckerError(ServiceError):
 
 class XvfbError(ServiceError):
     """Xvfb or xauth is missing, or Xvfb could not serve the display."""
+
+
+class XwdError(XvfbError, ValueError):
+    """The data is not an XWD image of a kind this module encodes."""
 
 
 class DatabaseError(ServiceError):

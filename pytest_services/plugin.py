@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_services import _screenshot
 from pytest_services._db.mysql.fixtures import (  # noqa: F401
     _mysql_clean_when_asked,
     _mysql_cleaner,
@@ -139,12 +140,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
+    _screenshot.add_options(parser)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     xvfb_display_option(config)  # bad ini values are usage errors before any test runs
     port_range_option(config)
+    _screenshot.configure(config)
     if is_xdist_worker(config) and os.getppid() != 1:
         # The controller started this worker: if it dies, the worker may live on for the
         # length of a test, so the watchdog watches the controller too.

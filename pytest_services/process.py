@@ -169,6 +169,9 @@ def start_service(
     process.started_at = time.time()
     _running[process.pid] = process
     try:
+        attach = getattr(checker, "attach", None)
+        if callable(attach):
+            attach(process)  # a checker that proves who answers learns whom to expect
         _wait_until_ready(process, checker, timeout)
     except BaseException:
         process.stop(grace=min(grace, 1.0))

@@ -6,7 +6,9 @@ written with ``xauth`` to an Xauthority file private to the session and exported
 Xvfb is ready when it accepts an X11 connection setup with that cookie on its unix socket;
 the check blocks on the server's answer instead of sleeping.  ``-displayfd`` is not used:
 it makes Xvfb skip its ``/tmp/.X{N}-lock`` file, which other X servers go by.  ``-noreset``
-spares the server a full reset each time its last client disconnects.
+spares the server a full reset each time its last client disconnects.  The screen is 24 bits
+deep (TrueColor) by default: browsers and GUI toolkits draw nothing visible at depth 8.  With
+``-fbdir`` the screen is also a file, which :mod:`pytest_services._screenshot` reads.
 
 Nothing but the fixtures at the bottom needs pytest: :func:`start_xvfb` does the work for
 any function with the shape of ``watcher_getter``.
@@ -25,9 +27,16 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
+from pytest_services import _screenshot
 from pytest_services._engine.paths import StrPath
+from pytest_services._environ import exported
 from pytest_services._options import xvfb_display_option
-from pytest_services._reserve.displays import X_LOCK, X_SOCKET, x_lock_holder
+from pytest_services._reserve.displays import (  # noqa: F401 (the first three: importable here since 3.0)
+    X_LOCK,
+    X_SOCKET,
+    x_lock_holder,
+    x_server_owner,
+)
 from pytest_services._x11 import X11Handshake
 from pytest_services.exceptions import (
     CalledProcessWithOutputError,
@@ -55,7 +64,7 @@ __all__ = [
 ]
 
 #: Width, height and depth of the screen unless ``xvfb_resolution`` is overridden.
-DEFAULT_RESOLUTION = (1366, 768, 8)
+DEFAULT_RESOLUTION = (1366, 768, 24)
 #: Screen depths Xvfb can run.
 DEPTHS = (8, 15, 16, 24, 30)
 #: How many displays the fixture tries when X servers started elsewhere win the race for them.
@@ -105,8 +114,10 @@ def xvfb_arguments(
     *,
     listen_tcp: bool = True,
     options: frozenset[str] = frozenset(),
+    fbdir: Optional[StrPath] = None,
 ) -> list[str]:
-    """Xvfb's arguments: the display, its screen, the cookie file and the listeners."""
+    """Xvfb's arguments: the display, its screen, the cookie file, the listeners, and the
+    folder where the screen is kept as an XWD file, if any."""
     width, height, depth = _checked_resolution(resolution)
     arguments = [
         f":{display}",
@@ -115,6 +126,8 @@ def xvfb_arguments(
         "-auth", os.fspath(xauthority),
         "-noreset",
     ]  # fmt: skip
+    if fbdir is not None:
+        arguments += ["-fbdir", os.fspath(fbdir)]
     if not listen_tcp:
         arguments += ["-nolisten", "tcp"]
     elif "-listen" in options:
@@ -162,18 +175,23 @@ def start_xvfb(
     *,
     listen_tcp: bool = True,
     timeout: float = 20,
+    fbdir: Optional[StrPath] = None,
 ) -> ServiceProcess:
     """Start Xvfb on ``display`` with a new cookie in ``xauthority``; return once it serves.
 
     ``starter`` runs the server, as ``watcher_getter`` (with ``request`` bound) or
-    :func:`pytest_services.process.start_service` (with ``log_dir`` bound) do.
+    :func:`pytest_services.process.start_service` (with ``log_dir`` bound) do.  With
+    ``fbdir``, a folder made if missing, Xvfb keeps its screen there in ``Xvfb_screen0``.
     """
     _checked_resolution(resolution)
     executable = find_program("Xvfb", "xvfb")
     cookie = secrets.token_hex(16)
     write_xauthority(xauthority, display, cookie, find_program("xauth", "xauth"))
+    if fbdir is not None:
+        os.makedirs(fbdir, mode=0o700, exist_ok=True)
+    options = xvfb_options(executable)
     arguments = xvfb_arguments(
-        display, resolution, xauthority, listen_tcp=listen_tcp, options=xvfb_options(executable)
+        display, resolution, xauthority, listen_tcp=listen_tcp, options=options, fbdir=fbdir
     )
     try:
         return starter(
@@ -185,7 +203,7 @@ def start_xvfb(
             grace=XVFB_GRACE,
         )
     except ServiceStartError as exc:
-        owner = _other_server(display)
+        owner = x_server_owner(display)
         if owner is not None:
             exc.args = (
                 f"{exc}\n  display :{display} belongs to another X server ({owner}) that was "
@@ -195,33 +213,6 @@ def start_xvfb(
         raise
 
 
-def _other_server(display: int) -> Optional[str]:
-    """Describe the X server that holds ``display``, if one does."""
-    try:
-        pid = x_lock_holder(display)
-    except ValueError:
-        pid = None
-    if pid is not None:
-        return f"pid {pid}, see {X_LOCK.format(display)}"
-    if os.path.lexists(X_SOCKET.format(display)):
-        return f"its socket is {X_SOCKET.format(display)}"
-    return None
-
-
-@contextlib.contextmanager
-def _exported(name: str, value: str) -> Iterator[None]:
-    """Set an environment variable, and restore what it was (or unset it) afterwards."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
-
-
 def start_xvfb_anywhere(
     display_getter: Callable[[], int],
     resolution: Sequence[int],
@@ -229,20 +220,22 @@ def start_xvfb_anywhere(
     starter: Starter,
     *,
     listen_tcp: bool = True,
+    screens: bool = False,
 ) -> tuple[int, str, ServiceProcess]:
     """Start Xvfb on a display from ``display_getter``; on another one if an X server started
-    elsewhere takes it first.  Returns the display, its Xauthority file and the process."""
+    elsewhere takes it first.  Returns the display, its Xauthority file and the process.
+    With ``screens``, the screen is kept in :func:`~pytest_services._screenshot.fbdir`."""
     for attempt in range(1, DISPLAY_TRIES + 1):
         display = display_getter()
         xauthority = os.path.join(os.fspath(xauthority_in), f"xvfb-{display}.Xauthority")
+        fbdir = _screenshot.fbdir(xauthority_in, display) if screens else None
         try:
-            return (
-                display,
-                xauthority,
-                start_xvfb(display, resolution, xauthority, starter, listen_tcp=listen_tcp),
+            process = start_xvfb(
+                display, resolution, xauthority, starter, listen_tcp=listen_tcp, fbdir=fbdir
             )
+            return display, xauthority, process
         except ServiceStartError:
-            if attempt == DISPLAY_TRIES or _other_server(display) is None:
+            if attempt == DISPLAY_TRIES or x_server_owner(display) is None:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -266,27 +259,31 @@ def xvfb_display(
     """The session's X display (``DISPLAY``), served by Xvfb; None without services."""
     display = xvfb_display_option(request.config)
     if display is not None:
-        with _exported("DISPLAY", f":{display}"):
+        with exported("DISPLAY", f":{display}"), _screenshot.showing(display, None):
             yield display
         return
     if not run_services:
         yield None
         return
+    run_dir, screens = request.getfixturevalue("run_dir"), _screenshot.enabled(request.config)
     display, xauthority, process = start_xvfb_anywhere(
         display_getter,
         request.getfixturevalue("xvfb_resolution"),
-        request.getfixturevalue("run_dir"),
+        run_dir,
         functools.partial(request.getfixturevalue("watcher_getter"), request=request),
         listen_tcp=bool(request.config.getini("xvfb_listen_tcp")),
+        screens=screens,
     )
     _xvfb_servers[display] = (xauthority, process)
-    with _exported("DISPLAY", f":{display}"), _exported("XAUTHORITY", xauthority):
+    fbdir = _screenshot.fbdir(run_dir, display) if screens else None
+    screen = _screenshot.showing(display, fbdir)
+    with exported("DISPLAY", f":{display}"), exported("XAUTHORITY", xauthority), screen:
         yield display
 
 
 @pytest.fixture(scope="session")
 def xvfb_resolution() -> tuple[int, int, int]:
-    """Width, height and depth of the Xvfb screen, ``(1366, 768, 8)``; override to change."""
+    """Width, height and depth of the Xvfb screen, ``(1366, 768, 24)``; override to change."""
     return DEFAULT_RESOLUTION
 
 
@@ -309,12 +306,16 @@ def xvfb(
         return
     # xvfb_display was overridden: start Xvfb on the display it chose.
     xauthority = os.path.join(run_dir, f"xvfb-{xvfb_display}.Xauthority")
+    fbdir = (
+        _screenshot.fbdir(run_dir, xvfb_display) if _screenshot.enabled(request.config) else None
+    )
     process = start_xvfb(
         xvfb_display,
         xvfb_resolution,
         xauthority,
         functools.partial(watcher_getter, request=request),
         listen_tcp=bool(request.config.getini("xvfb_listen_tcp")),
+        fbdir=fbdir,
     )
-    with _exported("XAUTHORITY", xauthority):
+    with exported("XAUTHORITY", xauthority), _screenshot.showing(xvfb_display, fbdir):
         yield process

@@ -18,6 +18,8 @@ python="${PYTHON:-python3}"
 packages=(
     memcached mariadb-server xvfb xauth x11-utils tzdata
     libmemcached-dev libmariadb-dev pkg-config gcc
+    # A headed browser and X clients for the Xvfb tests; ImageMagick reads their screenshots.
+    chromium chromium-driver x11-apps imagemagick
 )
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     packages+=(python3-venv)
@@ -83,7 +85,7 @@ oldest_leg() {
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
     "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql]" \
-        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' sqlalchemy
+        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' sqlalchemy selenium
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
     echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from pytest_services import checkers
+from pytest_services.process import start_service
 
 RUN = ("-p", "no:xdist", "--run-services")
 
@@ -197,3 +202,27 @@ def test_bad_arguments_are_refused_at_once() -> None:
         checkers.http("127.0.0.1:8000/health")
     with pytest.raises(checkers.CheckerError, match="needs at least one checker"):
         checkers.all_of()
+
+
+def test_the_process_started_is_attached_to_checkers_before_their_first_call(
+    tmp_path: Path,
+) -> None:
+    class Expecting:
+        def __init__(self) -> None:
+            self.calls: list[object] = []
+
+        def attach(self, process: object) -> None:
+            self.calls.append(process)
+
+        def __call__(self) -> bool:
+            self.calls.append("called")
+            return True
+
+    alone, member = Expecting(), Expecting()
+    for checker in (alone, checkers.all_of(member, lambda: True)):
+        service = start_service("sleep", ["60"], checker=checker, log_dir=tmp_path)
+        service.stop(grace=0)
+    first, second = (s.calls for s in (alone, member))
+    assert [type(first[0]).__name__, first[1:]] == ["ServiceProcess", ["called"]]
+    assert [type(second[0]).__name__, second[1:]] == ["ServiceProcess", ["called"]]
+    assert first[0] is not second[0]

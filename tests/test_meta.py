@@ -23,6 +23,7 @@ FIXTURE_MODULES = {
     "pytest_services._db.mysql.fixtures",
     "pytest_services._options",
     "pytest_services._report",
+    "pytest_services._screenshot",
     "pytest_services._xdist_compat",
     "pytest_services.django_db",
     "pytest_services.django_settings",
@@ -107,7 +108,7 @@ PUBLIC = {
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
         FolderError FolderWarning KeeperError LockError LockWarning MySQLError
         MySQLInitError PytestServicesError PytestServicesWarning ServiceError
-        ServiceStartError ServicesWarning SharedServiceError XvfbError
+        ServiceStartError ServicesWarning SharedServiceError XvfbError XwdError
     """,
     "folders": """
         FolderError FolderWarning MAX_SOCKET_PATH StrPath base_dir default_lock_dir

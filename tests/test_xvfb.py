@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_display(xvfb, xvfb_display, tmp_path):
         info = xdpyinfo(*where)
         assert info.returncode == 0, info.stderr
         assert re.search(r"dimensions:\\s+1366x768 pixels", info.stdout)
-        assert re.search(r"depth of root window:\\s+8 planes", info.stdout)
+        assert re.search(r"depth of root window:\\s+24 planes", info.stdout)
         denied = xdpyinfo(*where, XAUTHORITY=str(empty))
         assert denied.returncode != 0
         assert "Authorization required" in denied.stderr
@@ -323,7 +324,7 @@ def xvfb_display():
     result.stdout.fnmatch_lines(
         [
             "*Service 'Xvfb' exited with code 1 before it was ready*",
-            f"*command: */Xvfb :{display} -screen 0 1366x768x8 *",
+            f"*command: */Xvfb :{display} -screen 0 1366x768x24 *",
             f"*Server is already active for display {display}*",
             f"*display :{display} belongs to another X server (pid {owner}, *",
         ]
@@ -360,13 +361,16 @@ def xvfb_resolution():
 
 
 @needs_x
+@pytest.mark.parametrize("own_session", [False, True], ids=["same-group", "own-session"])
 def test_a_display_taken_by_another_server_after_reservation_is_given_up(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, own_session: bool
 ) -> None:
     # Another X server takes the first display handed out between its reservation and
-    # Xvfb's start, as one started by hand or by another tool can.
+    # Xvfb's start, as one started by hand or by another tool can.  It lets anyone in, so
+    # it would accept the cookie; started in a session of its own it leads a process group,
+    # as the plugin's Xvfb does, and is a child of the same pytest process.
     pytester.makeconftest(
-        """
+        f"""
 import os, subprocess, time
 import pytest
 
@@ -377,9 +381,10 @@ def display_getter(display_getter):
     def getter():
         display = display_getter()
         if not taken:
-            server = subprocess.Popen(["Xvfb", f":{display}", "-nolisten", "tcp"],
-                                      stderr=subprocess.DEVNULL)
-            while not os.path.exists(f"/tmp/.X11-unix/X{display}"):
+            server = subprocess.Popen(["Xvfb", f":{{display}}", "-nolisten", "tcp"],
+                                      stderr=subprocess.DEVNULL,
+                                      start_new_session={own_session})
+            while not os.path.exists(f"/tmp/.X11-unix/X{{display}}"):
                 time.sleep(0.01)
             taken.append((display, server))
         return display
@@ -388,7 +393,7 @@ def display_getter(display_getter):
     for _display, server in taken:
         server.terminate()
         server.wait()
-    print(f"TAKEN={taken[0][0]}")
+    print(f"TAKEN={{taken[0][0]}}")
 """
     )
     pytester.makepyfile(
@@ -406,3 +411,23 @@ def test_display(xvfb, xvfb_display):
     taken = int(next(line for line in result.outlines if "TAKEN=" in line).split("=")[1])
     used = int(next(line for line in result.outlines if "USED=" in line).split("USED=")[1])
     assert used != taken
+
+
+@needs_x
+def test_the_handshake_refuses_a_server_that_is_not_the_process_started(
+    open_xvfb: tuple[int, Path],
+) -> None:
+    display, _ = open_xvfb
+    owner = int(Path(X_LOCK.format(display)).read_text())
+    check = X11Handshake(display, "00" * 16)
+    assert not check()
+    assert "no server process was attached" in repr(check)
+    with subprocess.Popen(["sleep", "60"]) as stranger:
+        try:
+            check.attach(stranger)
+            assert not check()
+        finally:
+            stranger.kill()
+    assert f"answered by pid {owner}, not by the server started (pid {stranger.pid})" in repr(
+        check
+    )

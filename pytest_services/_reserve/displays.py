@@ -109,3 +109,16 @@ def unlock_display(display: int, lock_dir: StrPath, services_log: Logger) -> Non
     """Release a display reserved by :func:`get_free_display`."""
     if _registry.drop("display", display, lock_dir):
         services_log.debug("released display %d", display)
+
+
+def x_server_owner(display: int) -> Optional[str]:
+    """Describe the X server that holds ``display`` (``pid 12, see /tmp/.X99-lock``), if any."""
+    try:
+        pid = x_lock_holder(display)
+    except ValueError:
+        pid = None
+    if pid is not None:
+        return f"pid {pid}, see {X_LOCK.format(display)}"
+    if os.path.lexists(X_SOCKET.format(display)):
+        return f"its socket is {X_SOCKET.format(display)}"
+    return None
