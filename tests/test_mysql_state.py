@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -414,3 +415,88 @@ def test_a_killed_pytest_leaves_no_state_build_running(shop: pytest.Pytester) ->
     while processes_naming(str(shop.path / "cache")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_naming(str(shop.path / "cache")) == []
+
+
+USES_SERVER = """
+import pytest
+
+@pytest.mark.parametrize("n", range(3))
+def test_uses_the_server(mysql, n):
+    pass
+"""
+
+
+def seed_with(shop: pytest.Pytester, body: str, **init: object) -> None:
+    """Make ``seed:seed`` run ``body`` (after counting the call), and ``mysql_init`` take
+    the extra keyword arguments ``init``."""
+    (shop.path / "seed.py").write_text(
+        "import os, MySQLdb\n\n"
+        "def seed(socket, database):\n"
+        "    open(os.environ['SEED_CALLS'], 'a').write('seed\\n')\n"
+        "    connection = MySQLdb.connect(unix_socket=socket, user='root', db=database)\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
+    )
+    arguments = "".join(f", {name}={value!r}" for name, value in init.items())
+    conftest = (shop.path / "conftest.py").read_text()
+    (shop.path / "conftest.py").write_text(
+        conftest.replace('"seed:seed"])', f'"seed:seed"]{arguments})')
+    )
+
+
+@pytest.mark.slow
+def test_a_hanging_loader_is_stopped_at_its_timeout(shop: pytest.Pytester) -> None:
+    seed_with(shop, "connection.cursor().execute('SELECT SLEEP(600)')", timeout=3)
+    shop.makepyfile(USES_SERVER)
+    started = time.monotonic()
+    result = run(shop)
+    assert time.monotonic() - started < 60
+    result.assert_outcomes(passed=0, errors=3)
+    result.stdout.fnmatch_lines(
+        ["*Preparing the MySQL state took longer than 3 s and was stopped; give it more time*"]
+    )
+    assert seed_calls(shop) == 1
+    assert state_entries(shop) == []
+    assert processes_naming(str(shop.path / "cache")) == []
+
+
+@pytest.mark.slow
+def test_a_failing_loader_runs_once_per_run_under_xdist(shop: pytest.Pytester) -> None:
+    seed_with(shop, "raise RuntimeError('migration 0042 broke')")
+    shop.makepyfile(USES_SERVER)
+    result = run(shop, "-n", "3")
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines(
+        ["*MySQLInitError: The MySQL loader seed:seed failed: RuntimeError: migration 0042 broke"]
+    )
+    assert seed_calls(shop) == 1
+    assert "(failed earlier in this run; not tried again)" in result.stdout.str()
+    run(shop, "-n", "3").assert_outcomes(errors=3)
+    assert seed_calls(shop) == 2  # a new run tries again
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_while_preparing_is_named_with_its_log(
+    shop: pytest.Pytester,
+) -> None:
+    seed_with(shop, "connection.cursor().execute('SHUTDOWN')")
+    shop.makepyfile(USES_SERVER)
+    result = run(shop, "-p", "no:randomly")
+    result.assert_outcomes(errors=3)
+    output = result.stdout.str()
+    assert "The server preparing the MySQL state died after the loader seed:seed ran" in output
+    (log,) = set(re.findall(r"its log: (/\S+\.log)$", output, re.MULTILINE))
+    assert Path(log).is_file(), "the server's log was not kept"
+    assert "Shutdown complete" in Path(log).read_text()
+
+
+@pytest.mark.slow
+def test_a_damaged_state_file_is_rebuilt(shop: pytest.Pytester) -> None:
+    shop.makepyfile(USES_SERVER)
+    run(shop).assert_outcomes(passed=3)
+    (entry,) = state_entries(shop)
+    state = shop.path / "cache" / "mysql" / entry / "state.json"
+    json.loads(state.read_text())
+    state.write_text(state.read_text()[:10])  # cut short: a crash, a full disk
+    run(shop).assert_outcomes(passed=3)
+    assert seed_calls(shop) == 2
+    json.loads(state.read_text())

@@ -29,13 +29,15 @@ from pytest_services._engine.groups import signal_group
 from pytest_services._reserve.lockfiles import try_lock
 from pytest_services.exceptions import DatabaseError, LockError
 
-__all__ = ["BUILD_TIMEOUT", "MIN_FREE_BYTES", "Builder", "ensure", "free_bytes"]
+__all__ = ["BUILD_TIMEOUT", "MIN_FREE_BYTES", "WAIT_MARGIN", "Builder", "ensure", "free_bytes"]
 
 #: Seconds a build may take unless the caller says otherwise.
 BUILD_TIMEOUT = 600.0
 #: Below this much free space in the cache's filesystem a build does not start, and one
 #: that is running is stopped: servers wait for free space instead of failing.
 MIN_FREE_BYTES = 32 * 1024 * 1024
+#: Seconds a session waits for another's build beyond that build's own time limit.
+WAIT_MARGIN = 60.0
 #: Seconds between two looks at a running build.
 _WATCH_EVERY = 0.05
 
@@ -184,7 +186,7 @@ def ensure(
     if entry.is_complete():
         entry.mark_used()
         return False
-    fd = _take_build_lock(entry, timeout + 60, doing, log)
+    fd = _take_build_lock(entry, timeout + WAIT_MARGIN, doing, log)
     try:
         if entry.is_complete():
             return False

@@ -12,7 +12,9 @@ server died, the time ran out or the disk filled up) and is not tried again in t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from logging import Logger
 from typing import Any, Optional
 
@@ -24,7 +26,10 @@ from pytest_services._db.state import DatabaseInit, State, describe, read_state,
 from pytest_services._engine.paths import StrPath
 from pytest_services.exceptions import DatabaseError
 
-__all__ = ["prepare_state_data_dir", "prepared_entry"]
+__all__ = ["DEATH_GRACE", "prepare_state_data_dir", "prepared_entry"]
+
+#: Seconds a failing build gives the preparing server to show that it died.
+DEATH_GRACE = 1.0
 
 
 def _fill(
@@ -39,17 +44,21 @@ def _fill(
     copy_tree(engine.base_data_dir(), data_dir)
     process = engine.start_preparing(folder, data_dir, run_dir, log_dir)
     running: Optional[str] = None
+    last: Optional[str] = None
     try:
         engine.create_database(database)
         for loader in init.load:
             running = describe(loader)
             engine.run_loader(init, loader, database)
-        running = None
+            last, running = running, None
         state = engine.describe(database)
     except Exception as exc:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(DEATH_GRACE)  # a server shutting down may still be on its way out
         if process.poll() is None:
             raise
         during = f" while the loader {running} ran" if running else ""
+        during = during or (f" after the loader {last} ran" if last else "")
         raise init.error(
             f"The server preparing the {engine.name} state died{during} (exit code "
             f"{process.returncode}); its log: {process.log_path}"
