@@ -45,11 +45,6 @@ def enabled(config: pytest.Config) -> bool:
     return bool(config.getini(ENABLED_OPTION))
 
 
-def fbdir(folder: str | os.PathLike[str], display: int) -> str:
-    """The folder, in the session's ``folder``, where Xvfb on ``display`` keeps its screen."""
-    return os.path.join(os.fspath(folder), f"xvfb-{display}-screen")
-
-
 @contextlib.contextmanager
 def showing(display: int, framebuffer_dir: Optional[str]) -> Iterator[None]:
     """Make ``display`` the one that failing tests' screenshots show, while in use.
