@@ -66,6 +66,16 @@ from pytest_services.options import (  # noqa: F401
     verbosity,
     xvfb_display_option,
 )
+from pytest_services.redis import (  # noqa: F401
+    _redis_cleaner,
+    do_redis_clean,
+    redis,
+    redis_args,
+    redis_clean,
+    redis_client,
+    redis_socket,
+    redis_url,
+)
 from pytest_services.service import (  # noqa: F401
     is_xdist_worker,
     run_services,

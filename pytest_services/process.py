@@ -167,7 +167,8 @@ def start_service(
     ``checker`` is called with a short backoff until it returns a true value; the process
     is checked on every round, so a service that dies while starting is reported at once.
     Unless ``popen_kwargs`` gives ``stdout``/``stderr``, output goes to a log file in
-    ``log_dir``.  On any failure the process group is stopped before the error is raised.
+    ``log_dir``.  A checker with a ``bind_process`` method gets the process before the
+    first check.  On any failure the process group is stopped before the error is raised.
     """
     kwargs = dict(popen_kwargs or {})
     executable = find_executable(name, kwargs.get("cwd"))
@@ -197,6 +198,9 @@ def start_service(
     process.started_at = time.time()
     _running[process.pid] = process
     try:
+        bind_process = getattr(checker, "bind_process", None)
+        if callable(bind_process):
+            bind_process(process)  # a checker that makes sure this process is the one answering
         _wait_until_ready(process, checker, timeout)
     except BaseException:
         process.stop(grace=min(grace, 1.0))

@@ -15,7 +15,7 @@ venv="${VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 
 packages=(
-    memcached mariadb-server xvfb xauth x11-utils tzdata
+    memcached redis-server mariadb-server xvfb xauth x11-utils tzdata
     libmemcached-dev libmariadb-dev pkg-config gcc
 )
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
@@ -48,7 +48,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    -e "$root[memcached,mysql,django]" -r "$root/requirements-test.txt"
+    -e "$root[memcached,mysql,redis,django]" -r "$root/requirements-test.txt"
 
 # The Django helpers and the pytest-django integration are also tested against Django 4.2 LTS
 # and against the newest release, which may need a newer Python than the main environment has.
@@ -81,7 +81,7 @@ oldest_leg() {
     local dir="$root/.venv-oldest" interpreter
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql]" \
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,redis]" \
         'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' sqlalchemy
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
