@@ -212,6 +212,13 @@ class _AllOf(Checker):
             if callable(bind):
                 bind(log_path)
 
+    def bind_process(self, process: object) -> None:
+        """Pass the started process to every member that checks who answers."""
+        for checker in self.checkers:
+            bind_process = getattr(checker, "bind_process", None)
+            if callable(bind_process):
+                bind_process(process)
+
     def __call__(self) -> bool:
         try:
             return all(checker() for checker in self.checkers)
