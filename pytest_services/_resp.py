@@ -44,6 +44,12 @@ class RespConnection:
         try:
             self._socket.settimeout(timeout)
             self._socket.connect(path)
+            # Blocking from here on, with the timeout kept by the kernel: Python's own
+            # timeout would add a poll() before every send and receive.
+            self._socket.settimeout(None)
+            limit = struct.pack("ll", int(timeout), int(timeout % 1 * 1_000_000))
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                self._socket.setsockopt(socket.SOL_SOCKET, option, limit)
         except BaseException:
             self._socket.close()
             raise
@@ -60,7 +66,11 @@ class RespConnection:
 
     def command(self, *arguments: Union[str, bytes]) -> Reply:
         """Send one command and return its reply; raise :class:`ReplyError` for an error."""
-        self._socket.sendall(encode_command(*arguments))
+        return self.request(encode_command(*arguments))
+
+    def request(self, command: bytes) -> Reply:
+        """Send a command encoded already (by :func:`encode_command`) and return its reply."""
+        self._socket.sendall(command)
         return self._reply()
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import pytest
 
-from pytest_services._resp import ReplyError, RespConnection
+from pytest_services._resp import ReplyError, RespConnection, encode_command
 from pytest_services.folders import private_dir, socket_path
 from pytest_services.process import (
     ServiceError,
@@ -146,6 +146,9 @@ class RedisPing:
         return f"redis_ping({self.path}, pid {self.pid}: {self.answer})"
 
 
+_FLUSHALL = encode_command("FLUSHALL")
+
+
 class RedisCleaner:
     """Empties the server on ``path`` with ``FLUSHALL``, over one connection kept open
     between calls (and opened again once if the server closed it)."""
@@ -161,7 +164,7 @@ class RedisCleaner:
             if self._connection is None:
                 self._connection = RespConnection(self.path, self.timeout)
             try:
-                reply = self._connection.command("FLUSHALL")
+                reply = self._connection.request(_FLUSHALL)
                 break
             except (OSError, ReplyError):
                 self.close()
