@@ -74,19 +74,19 @@ oldest_python() {  # the oldest supported Python (3.9) on the machine, else the 
     echo "$python"
 }
 
-# The oldest releases that pyproject.toml allows: pytest 7.0, pytest-xdist 3.0 and
-# portalocker 2.0, on the oldest supported Python the machine has (the Django tests have legs
-# of their own, below).
+# The oldest releases that pyproject.toml allows: pytest 7.0, pytest-xdist 3.0, portalocker
+# 2.0 and redis-py 4.0, on the oldest supported Python the machine has (the Django tests have
+# legs of their own, below).
 oldest_leg() {
     local dir="$root/.venv-oldest" interpreter
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
     "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,redis]" \
-        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' sqlalchemy
+        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*' sqlalchemy
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
-    echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker
-print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}")')"
+    echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker, redis
+print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}, redis-py {redis.__version__}")')"
     "$dir/bin/python" -m pytest tests -p pytester \
         --ignore tests/test_django_settings.py --ignore tests/test_django_db.py
 }

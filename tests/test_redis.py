@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -567,7 +568,7 @@ def test_client_without_redis_py_skips_with_hint(pytester: pytest.Pytester) -> N
 
 
 @pytest.fixture
-def foreign_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def foreign_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A redis-server started by hand, not through the engine, on a socket in ``tmp_path``."""
     socket = str(tmp_path / "foreign.sock")
     data = tmp_path / "data"
