@@ -184,6 +184,31 @@ def test_redis_args_as_a_string_is_refused() -> None:
         redis_arguments("/run/redis.sock", "/run/data", "--maxmemory 64mb")  # type: ignore[arg-type]
 
 
+@needs_redis
+def test_redis_args_with_a_number_names_it(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def redis_args():
+            return ["--databases", 4]
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_server(redis):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--run-services")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*arguments[[]*[]] is the int 4; arguments must be str or pathlib.Path: write '4'.*"]
+    )
+
+
 SOCKET_TABLES = """
 import os
 
