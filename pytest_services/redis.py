@@ -166,10 +166,15 @@ class RedisCleaner:
             try:
                 reply = self._connection.request(_FLUSHALL)
                 break
-            except (OSError, ReplyError):
+            except (OSError, ReplyError) as exc:
                 self.close()
                 if attempt == 2:
-                    raise
+                    raise ServiceError(
+                        f"The Redis server on {self.path} did not empty itself: FLUSHALL got "
+                        f"no answer within {self.timeout:g} s, twice ({exc})."
+                        if isinstance(exc, BlockingIOError)
+                        else f"The Redis server on {self.path} did not empty itself: {exc}"
+                    ) from exc
         if reply != b"OK":
             raise ServiceError(f"The Redis server on {self.path} answered {reply!r} to FLUSHALL.")
 

@@ -522,6 +522,37 @@ def test_server_that_dies_is_reported_at_the_next_test(pytester: pytest.Pytester
 
 
 @needs_redis
+def test_clean_of_a_server_that_hangs_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        import signal
+
+
+        def test_stops_it(redis, redis_clean):
+            os.kill(redis.pid, signal.SIGSTOP)
+
+
+        def test_cleans(redis, redis_clean):
+            pass
+
+
+        def test_continues_it(redis):
+            os.kill(redis.pid, signal.SIGCONT)
+        """
+    )
+    result = pytester.runpytest_subprocess("--run-services", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_cleans*",
+            "*ServiceError: The Redis server on */redis.sock did not empty itself: FLUSHALL "
+            "got no answer within 1 s, twice (*",
+        ]
+    )
+
+
+@needs_redis
 @needs_redis_py
 def test_failing_report_shows_the_server_log(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
