@@ -28,8 +28,10 @@ __all__ = [
     "LockWarning",
     "MySQLError",
     "MySQLInitError",
+    "ProtocolError",
     "PytestServicesError",
     "PytestServicesWarning",
+    "ReplyError",
     "ServiceError",
     "ServiceStartError",
     "ServicesWarning",
@@ -104,6 +106,14 @@ class XvfbError(ServiceError):
 
 class XwdError(XvfbError, ValueError):
     """The data is not an XWD image of a kind this module encodes."""
+
+
+class ReplyError(ServiceError):
+    """Redis answered a command with an error reply (``-ERR ...``, ``-LOADING ...``)."""
+
+
+class ProtocolError(ConnectionError, PytestServicesError):
+    """What came back is not a Redis reply: not a Redis server, maybe."""
 
 
 class DatabaseError(ServiceError):

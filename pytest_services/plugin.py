@@ -68,6 +68,16 @@ from pytest_services.mysql import (  # noqa: F401
     mysql_system_database,
     mysql_watcher,
 )
+from pytest_services.redis import (  # noqa: F401
+    _redis_cleaner,
+    do_redis_clean,
+    redis,
+    redis_args,
+    redis_clean,
+    redis_client,
+    redis_socket,
+    redis_url,
+)
 from pytest_services.service import (  # noqa: F401
     is_xdist_worker,
     run_services,

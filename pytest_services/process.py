@@ -139,7 +139,8 @@ def start_service(
     ``checker`` is called with a short backoff until it returns a true value; the process
     is checked on every round, so a service that dies while starting is reported at once.
     Unless ``popen_kwargs`` gives ``stdout``/``stderr``, output goes to a log file in
-    ``log_dir``.  On any failure the process group is stopped before the error is raised.
+    ``log_dir``.  A checker with an ``attach`` method gets the process before the
+    first check.  On any failure the process group is stopped before the error is raised.
     """
     kwargs = dict(popen_kwargs or {})
     executable = find_executable(name, kwargs.get("cwd"))

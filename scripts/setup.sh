@@ -16,7 +16,7 @@ venv="${VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 
 packages=(
-    memcached mariadb-server xvfb xauth x11-utils tzdata
+    memcached redis-server mariadb-server xvfb xauth x11-utils tzdata
     libmemcached-dev libmariadb-dev pkg-config gcc
     # A headed browser and X clients for the Xvfb tests; ImageMagick reads their screenshots.
     chromium chromium-driver x11-apps imagemagick
@@ -51,7 +51,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    -e "$root[memcached,mysql,django]" -r "$root/requirements-test.txt"
+    -e "$root[memcached,mysql,redis,django]" -r "$root/requirements-test.txt"
 
 # The Django helpers and the pytest-django integration are also tested against Django 4.2 LTS
 # and against the newest release, which may need a newer Python than the main environment has.
@@ -77,19 +77,19 @@ oldest_python() {  # the oldest supported Python (3.9) on the machine, else the 
     echo "$python"
 }
 
-# The oldest releases that pyproject.toml allows: pytest 7.0, pytest-xdist 3.0 and
-# portalocker 2.0, on the oldest supported Python the machine has (the Django tests have legs
-# of their own, below).
+# The oldest releases that pyproject.toml allows: pytest 7.0, pytest-xdist 3.0, portalocker
+# 2.0 and redis-py 4.0, on the oldest supported Python the machine has (the Django tests have
+# legs of their own, below).
 oldest_leg() {
     local dir="$root/.venv-oldest" interpreter
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql]" \
-        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' sqlalchemy selenium
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,redis]" \
+        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*' sqlalchemy selenium
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
-    echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker
-print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}")')"
+    echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker, redis
+print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}, redis-py {redis.__version__}")')"
     "$dir/bin/python" -m pytest tests -p pytester \
         --ignore tests/test_django_settings.py --ignore tests/test_django_db.py
 }

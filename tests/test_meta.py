@@ -33,6 +33,7 @@ FIXTURE_MODULES = {
     "pytest_services.memcached",
     "pytest_services.mysql",
     "pytest_services.plugin",
+    "pytest_services.redis",
     "pytest_services.service",
     "pytest_services.shared",
     "pytest_services.xvfb",
@@ -107,8 +108,8 @@ PUBLIC = {
     "exceptions": """
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
         FolderError FolderWarning KeeperError LockError LockWarning MySQLError
-        MySQLInitError PytestServicesError PytestServicesWarning ServiceError
-        ServiceStartError ServicesWarning SharedServiceError XvfbError XwdError
+        MySQLInitError ProtocolError PytestServicesError PytestServicesWarning ReplyError
+        ServiceError ServiceStartError ServicesWarning SharedServiceError XvfbError XwdError
     """,
     "folders": """
         FolderError FolderWarning MAX_SOCKET_PATH StrPath base_dir default_lock_dir
@@ -139,6 +140,11 @@ PUBLIC = {
         CalledProcessWithOutputError DEFAULT_GRACE FIRST_DELAY MAX_DELAY ServiceError
         ServiceProcess ServiceStartError StrPath bounded check_output find_executable
         find_program running_services start_service
+    """,
+    "redis": """
+        PACKAGE RedisCleaner RedisPing SERVERS SERVER_VARIABLE do_redis_clean
+        find_redis_server redis redis_args redis_arguments redis_clean redis_client
+        redis_socket redis_socket_path redis_url
     """,
     "service": """
         ServicesWarning WatcherGetter get_worker_id is_xdist_worker run_services session_id
