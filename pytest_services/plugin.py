@@ -25,6 +25,7 @@ from pytest_services._options import (  # noqa: F401
     verbosity,
     xvfb_display_option,
 )
+from pytest_services._prepare_run import PrepareRun, prepare_requested, single_process
 from pytest_services._reserve.registry import host_lock_dir
 from pytest_services.folders import (  # noqa: F401
     base_dir,
@@ -90,6 +91,9 @@ from pytest_services.service import (  # noqa: F401
 from pytest_services.shared import RunKeeperPlugin, shared_service  # noqa: F401
 from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
+#: What the header says of a --services-prepare run that was given -n.
+_PREPARE_NOTE = pytest.StashKey[str]()
+
 #: Service sections in failing tests' reports, and services that died: hooks of their own.
 pytest_plugins = ["pytest_services._report"]
 
@@ -137,6 +141,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=parse_port_range,
         metavar="LOW-HIGH",
     )
+    group.addoption(
+        "--services-prepare",
+        action="store_true",
+        default=False,
+        help="build the prepared database states the collected tests use (mysql_init, "
+        "the Django migrations...), run no test, and exit; for a CI job that fills the cache "
+        "for the others.",
+    )
     parser.addini(
         "services_django_db",
         "put pytest-django's test database on the session's MariaDB, migrated once "
@@ -151,6 +163,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=True,
     )
     _screenshot.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    if prepare_requested(config):
+        note = single_process(config)  # before pytest-xdist reads -n
+        if note:
+            config.stash[_PREPARE_NOTE] = note
 
 
 @pytest.hookimpl(trylast=True)
@@ -170,6 +190,8 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         # Registered after pytest-django, so that its fixtures take the place of pytest-django's.
         config.pluginmanager.import_plugin("pytest_services.django_db")
+    if prepare_requested(config):
+        config.pluginmanager.register(PrepareRun(), "pytest_services.prepare_run")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.import_plugin("pytest_services._xdist_compat")
         config.pluginmanager.register(RunKeeperPlugin(), "pytest_services.run_keeper")
@@ -180,6 +202,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     if is_xdist_worker(config):
         why = "as a pytest-xdist worker"
+    elif prepare_requested(config):
+        why = "to prepare database states (--services-prepare)"
     elif config.getoption("run_services"):
         why = "by --run-services"
     elif config.getini("run_services"):
@@ -192,7 +216,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         else ("services: not started (use --run-services or pytest-xdist)")
     )
     display = xvfb_display_option(config)
+    note = config.stash.get(_PREPARE_NOTE, None)
     lines = [
+        *([note] if note else []),
         state,
         f"services folders: disk {tempfile.gettempdir()}, "
         f"memory {memory_root(tempfile.gettempdir())}, locks {default_lock_dir()}, "

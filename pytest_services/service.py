@@ -142,8 +142,13 @@ def get_run_id(config: pytest.Config) -> str:
 
 
 def services_enabled(config: pytest.Config) -> bool:
-    """Tell whether services run: in xdist workers, or with ``--run-services`` or its ini."""
-    return is_xdist_worker(config) or run_services_option(config)
+    """Tell whether services run: in xdist workers, with ``--run-services`` or its ini, and
+    in a ``--services-prepare`` run."""
+    return (
+        is_xdist_worker(config)
+        or run_services_option(config)
+        or bool(config.getoption("services_prepare", False))
+    )
 
 
 def service_owner(process: ServiceProcess) -> tuple[Optional[str], str]:

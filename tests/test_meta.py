@@ -22,6 +22,7 @@ import pytest_services
 FIXTURE_MODULES = {
     "pytest_services._db.mysql.fixtures",
     "pytest_services._options",
+    "pytest_services._prepare_run",
     "pytest_services._report",
     "pytest_services._screenshot",
     "pytest_services._xdist_compat",

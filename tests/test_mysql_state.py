@@ -500,3 +500,48 @@ def test_a_damaged_state_file_is_rebuilt(shop: pytest.Pytester) -> None:
     run(shop).assert_outcomes(passed=3)
     assert seed_calls(shop) == 2
     json.loads(state.read_text())
+
+
+BODIES = """
+import pytest
+
+@pytest.mark.parametrize("n", range(3))
+def test_uses_the_server(mysql, n):
+    open(f"body-{n}", "w").close()
+
+def test_plain():
+    open("body-plain", "w").close()
+"""
+
+
+@pytest.mark.slow
+def test_services_prepare_builds_the_state_once_and_runs_no_test(shop: pytest.Pytester) -> None:
+    shop.makepyfile(BODIES)
+    result = run(shop, "--services-prepare", "-n", "2", "-v")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "*--services-prepare runs in this process alone (-n 2 ignored)",
+            "*= prepared states (--services-prepare) =*",
+            "MySQL state mariadb-*-state-*: built (*s)",
+            "*no tests ran*",
+        ]
+    )
+    assert seed_calls(shop) == 1
+    assert list(shop.path.glob("body-*")) == []
+    run(shop, "-n", "2").assert_outcomes(passed=4)
+    assert seed_calls(shop) == 1
+    result = run(shop, "--services-prepare")
+    result.stdout.fnmatch_lines(["MySQL state mariadb-*-state-*: already in the cache (*s)"])
+    assert seed_calls(shop) == 1
+
+
+def test_services_prepare_fails_with_the_loaders_error(shop: pytest.Pytester) -> None:
+    seed_with(shop, "raise RuntimeError('migration 0042 broke')")
+    shop.makepyfile(BODIES)
+    result = run(shop, "--services-prepare")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*MySQLInitError: The MySQL loader seed:seed failed: RuntimeError: migration 0042 broke"]
+    )
+    assert state_entries(shop) == []

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
+from dataclasses import dataclass
 from logging import Logger
 from typing import Any, Optional
 
@@ -26,10 +28,24 @@ from pytest_services._db.state import DatabaseInit, State, describe, read_state,
 from pytest_services._engine.paths import StrPath
 from pytest_services.exceptions import DatabaseError
 
-__all__ = ["DEATH_GRACE", "prepare_state_data_dir", "prepared_entry"]
+__all__ = ["DEATH_GRACE", "PREPARED", "Prepared", "prepare_state_data_dir", "prepared_entry"]
 
 #: Seconds a failing build gives the preparing server to show that it died.
 DEATH_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared state this process asked for: built here, or found in the cache."""
+
+    engine: str
+    key: str
+    built: bool
+    seconds: float
+
+
+#: Every prepared state this process asked for, in order.
+PREPARED: list[Prepared] = []
 
 
 def _fill(
@@ -89,6 +105,7 @@ def prepared_entry(
     A build that fails is not tried again by later callers with the same ``run_id``."""
     base = engine.base_entry()
     entry = CacheEntry.in_folder(base.cache, f"{base.key}-state-{init.state_key(database)}")
+    started = time.monotonic()
     for attempt in (1, 2):
         built = _build.ensure(
             entry,
@@ -102,12 +119,15 @@ def prepared_entry(
         if not built:
             base.mark_used()  # a later rebuild starts from it: keep it from being pruned
         try:
-            return entry.data_dir, read_state(entry.path)
+            state = read_state(entry.path)
         except (OSError, ValueError) as exc:  # damaged after the check: build it anew
             if attempt == 2:
                 raise DatabaseError(f"The cache entry {entry.path} cannot be read: {exc}") from exc
             log.warning("the cache entry %s cannot be read (%s): rebuilding it", entry.path, exc)
             discard(entry.path)
+            continue
+        PREPARED.append(Prepared(engine.name, entry.key, built, time.monotonic() - started))
+        return entry.data_dir, state
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -120,7 +120,7 @@ class DatabaseInit:
                         content = hashlib.sha256(loader.read_bytes()).hexdigest()
                     except OSError as exc:
                         raise self.error(f"Cannot read the SQL file {loader}: {exc}") from exc
-                    material.append(["sql", os.path.abspath(loader), content])
+                    material.append(["sql", content])  # no path: the same key everywhere
                 else:
                     target = self.resolve(loader)
                     try:

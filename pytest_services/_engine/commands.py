@@ -46,8 +46,8 @@ def collect_groups() -> Iterator[set[int]]:
     try:
         yield found
     finally:
-        with _collectors_lock:
-            _collectors.remove(found)
+        with _collectors_lock:  # by identity: two sets with the same groups are equal
+            _collectors[:] = [other for other in _collectors if other is not found]
 
 
 def _collected(pid: int) -> None:
