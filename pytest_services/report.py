@@ -69,7 +69,7 @@ class ServiceReporter:
         self._unreported: list[Death] = []
         self._current: Optional[str] = None
         #: The sections of the current test, once one of its phases failed.
-        self._sections: list[tuple[str, str]] = []
+        self._sections: list[tuple[str, str, Optional[Path]]] = []
         #: Set when the current test errs for a dead service: its message quotes the output.
         self._refused = False
         #: What the summary lists: deaths carried by reports (from xdist workers too).
@@ -105,11 +105,12 @@ class ServiceReporter:
             self._unreported = []
         if report.failed and self.lines and not self._refused:
             self._sections = self._read_sections()
-            report.sections.extend(self._sections)
-        elif call.when == "teardown" and self._sections:
-            # JUnit XML takes a test's captured output from its teardown report.
-            report.sections.extend(self._sections)
+            if call.when != "teardown":
+                report.sections.extend((title, text) for title, text, _ in self._sections)
         if call.when == "teardown":
+            # JUnit XML takes a test's captured output from its teardown report, and joins
+            # the sections without their titles: each starts with a line naming its service.
+            report.sections.extend(_with_headers(self._sections))
             self._sections = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -162,7 +163,7 @@ class ServiceReporter:
             self._refused = True
             pytest.fail("\n".join(lines), pytrace=False)
 
-    def _read_sections(self) -> list[tuple[str, str]]:
+    def _read_sections(self) -> list[tuple[str, str, Optional[Path]]]:
         """One report section per service: what it wrote since the test started."""
         self._follow(running_services(), close=False)
         return [
@@ -170,6 +171,7 @@ class ServiceReporter:
                 f"Captured stdout of service {process.name!r} (pid {process.pid})",
                 _read_since(fd, self._marks.get(process, 0), self.lines)
                 or "no output during this test",
+                process.log_path,
             )
             for process, fd in self._logs.items()
         ]
@@ -207,10 +209,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def report_lines(config: pytest.Config) -> int:
     """The value of the ``services_report_lines`` ini option; a usage error if malformed."""
     value = str(config.getini(LINES_OPTION)).strip()
-    if not value.isdigit():
+    if not value or value.strip("0123456789"):  # str.isdigit() takes '²' and '٣' too
         raise pytest.UsageError(
-            f"{LINES_OPTION} must be a whole number of lines (0 turns the service sections "
-            f"off), not {value!r}."
+            f"{LINES_OPTION} must be a whole number of lines written with the digits 0-9, "
+            f"such as {DEFAULT_LINES} (0 turns the service sections off), not {value!r}."
         )
     return int(value)
 
@@ -223,6 +225,16 @@ def _read_since(fd: int, start: int, lines: int) -> str:
     start = max(start, end - READ_LIMIT)
     text = os.pread(fd, end - start, start).decode(errors="replace").rstrip()
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _with_headers(sections: list[tuple[str, str, Optional[Path]]]) -> list[tuple[str, str]]:
+    """The sections, each opening with a line that names its service and log."""
+    result = []
+    for title, text, log_path in sections:
+        service = title[len("Captured stdout of ") :]
+        log = f", log {log_path}" if log_path is not None else ""
+        result.append((title, f"--- {service}{log} ---\n{text}\n"))
+    return result
 
 
 def _summary_line(death: Death) -> str:
