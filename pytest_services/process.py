@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -194,6 +195,7 @@ def start_service(
         if log_file is not None:
             log_file.close()
     process.name, process.command, process.log_path, process.grace = label, command, log_path, grace
+    process.args = command  # not the gate it was started through: repr() shows this too
     process.started_at = time.time()
     _running[process.pid] = process
     try:
@@ -263,8 +265,17 @@ def _wait_until_ready(
                 f"Service {process.name!r} {_describe_exit(returncode)} before it was ready "
                 f"({time.monotonic() - started:.2f} s after start).",
             )
-        if checker is None or calls.check(deadline):
-            return
+        try:
+            if checker is None or calls.check(deadline):
+                return
+        except Exception as exc:
+            assert checker is not None
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise _start_error(
+                process,
+                f"Service {process.name!r} was not ready: its checker {checker_name(checker)} "
+                f"raised {error}",
+            ) from exc
         now = time.monotonic()
         if calls.hung:
             raise _start_error(

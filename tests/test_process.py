@@ -633,3 +633,42 @@ def test_bounded_checkers_are_called_directly_others_on_a_thread(tmp_path: Path)
     for checker in (plain, quick):
         start_service("sleep", ["60"], checker=checker, log_dir=tmp_path, grace=0).stop()
     assert threads == {"plain": "checker", "quick": threading.current_thread().name}
+
+
+def test_repr_and_args_show_the_services_own_command(tmp_path: Path) -> None:
+    proc = start_service("sleep", ["60"], checker=lambda: True, log_dir=tmp_path)
+    try:
+        assert proc.args == [proc.command[0], "60"]
+        assert repr(proc) == f"<ServiceProcess: returncode: None args: {proc.command!r}>"
+        assert "/bin/sh" not in repr(proc) and "read _" not in repr(proc)
+    finally:
+        proc.stop(grace=0.2)
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["bounded", "on-a-thread"])
+@pytest.mark.parametrize("error", [ValueError("bad literal"), KeyError("port")], ids=repr)
+def test_a_checker_raising_is_a_start_error_naming_the_service(
+    tmp_path: Path, threaded: bool, error: Exception
+) -> None:
+    log = tmp_path / "logs" / "python.log"
+
+    def parse_status() -> bool:
+        if log.stat().st_size == 0:
+            return False  # nothing printed yet: ask again
+        raise error
+
+    if not threaded:
+        bounded(parse_status)
+    code = "print('config loaded', flush=True); import time; time.sleep(60)"
+    with pytest.raises(ServiceStartError) as info:
+        start_service(sys.executable, ["-c", code], checker=parse_status, log_dir=tmp_path / "logs")
+    message = str(info.value)
+    assert info.value.__cause__ is error
+    assert message.startswith(
+        "Service 'python' was not ready: its checker test_a_checker_raising_is_a_start_error_"
+        f"naming_the_service.<locals>.parse_status() raised {type(error).__name__}: {error}"
+    )
+    assert f"  command: {sys.executable} -c " in message
+    assert f"  output: {log}" in message
+    assert "    config loaded" in message
+    assert wait_gone(processes_naming(code, whole_argument=True)) == []
