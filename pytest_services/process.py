@@ -284,10 +284,12 @@ def _wait_until_ready(
                 f"{checker_name(checker)} was called and had not returned by then.",
             )
         if now >= deadline:
+            reason = getattr(checker, "reason", None)
+            said = f"; the last check said: {reason}" if reason else ""
             raise _start_error(
                 process,
                 f"Service {process.name!r} was not ready after {timeout:g} s: "
-                f"its checker {checker_name(checker)} never returned a true value.",
+                f"its checker {checker_name(checker)} never returned a true value{said}.",
             )
         if not calls.pending:  # else its answer is awaited in the next round, without a pause
             time.sleep(min(next_delay(now - started), deadline - now))
