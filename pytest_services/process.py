@@ -33,7 +33,13 @@ from pytest_services._commands import (
     find_program,
     spawn_watched,
 )
-from pytest_services._groups import group_alive, signal_group, wait_for_group
+from pytest_services._groups import (
+    group_alive,
+    signal_group,
+    signal_tagged,
+    tagged_alive,
+    wait_for_group,
+)
 from pytest_services._readiness import (
     FIRST_DELAY,
     MAX_DELAY,
@@ -101,6 +107,8 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
     grace: float
     #: Wall-clock time (``time.time()``) at which the service was started.
     started_at: float
+    #: The tag in the environment of the service and of all it spawns (``PYTEST_SERVICES_TAG``).
+    services_tag: str
 
     @property
     def pgid(self) -> int:
@@ -121,17 +129,23 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
         return _last_lines(data.decode(errors="replace"), lines)
 
     def stop(self, grace: float | None = None) -> None:
-        """End the service's whole process group: SIGTERM, then SIGKILL after ``grace`` s."""
+        """End the service's whole process group, and what it spawned that left the group:
+        SIGTERM, then SIGKILL after ``grace`` s."""
         grace = self.grace if grace is None else grace
+        tag = self.services_tag
         try:
             if grace > 0:
                 deadline = time.monotonic() + grace
                 signal_group(self.pgid, signal.SIGTERM)
+                escaped = signal_tagged(tag, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.wait(timeout=grace)  # the leader first: no polling in the usual case
                 wait_for_group(self, deadline)
-            if grace <= 0 or group_alive(self.pgid):
+                while escaped and time.monotonic() < deadline and tagged_alive(tag):
+                    time.sleep(0.02)
+            if grace <= 0 or group_alive(self.pgid) or tagged_alive(tag):
                 signal_group(self.pgid, signal.SIGKILL)
+                signal_tagged(tag, signal.SIGKILL)
                 self.wait()
                 if group_alive(self.pgid):
                     wait_for_group(self, time.monotonic() + 10.0)
