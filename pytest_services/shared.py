@@ -26,6 +26,7 @@ import pytest
 
 from pytest_services import _reaper, folders
 from pytest_services._run_keeper import KeeperClient, KeeperError, Outcome, RunKeeper
+from pytest_services._shared_start import Started, StartTimedOut, call_within
 from pytest_services.log import get_logger
 from pytest_services.process import (
     DEFAULT_GRACE,
@@ -66,7 +67,8 @@ class RunWatcherGetter:
 
     def __init__(self, folder: str, logs: Path) -> None:
         self.folder = folder
-        self.started: list[ServiceProcess] = []
+        self.record = Started()
+        self.started: list[ServiceProcess] = self.record.processes
         self._logs = logs
 
     def __call__(
@@ -83,7 +85,10 @@ class RunWatcherGetter:
         process = start_keeping_logs(
             name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=self._logs
         )
-        self.started.append(process)
+        if not self.record.add(process):
+            raise SharedServiceError(
+                f"{process.name!r} was started after its start function timed out; stopped it."
+            )
         return process
 
 
@@ -121,12 +126,12 @@ class SharedServices:
             if self._keeper is None:
                 folder = tempfile.mkdtemp(prefix="shared-", dir=self._base_dir)
                 getter = RunWatcherGetter(folder, folders.log_dir(self._base_dir))
-                outcome, started = self._run(name, start, getter, self._port_getter)
+                outcome, started = self._run(name, start, getter, self._port_getter, timeout)
                 self._own.extend(started)
             else:
                 outcome = self._keeper.claim(name, timeout)
                 if outcome.get("start"):
-                    outcome = self._start_for_run(self._keeper, name, start)
+                    outcome = self._start_for_run(self._keeper, name, start, timeout)
             if "waiting" not in outcome:
                 self._outcomes[name] = outcome
         if "value" in outcome:
@@ -148,13 +153,17 @@ class SharedServices:
         if self._keeper is not None:
             self._keeper.close()
 
-    def _start_for_run(self, keeper: KeeperClient, name: str, start: StartFunction) -> Outcome:
+    def _start_for_run(
+        self, keeper: KeeperClient, name: str, start: StartFunction, timeout: float
+    ) -> Outcome:
         folder = tempfile.mkdtemp(prefix="pytest-services-shared-", dir=self._root_dir)
         _reaper.watch_folder(folder)  # until the run's keeper has it
         logs = Path(folder, folders.LOGS)
         try:
             getter = RunWatcherGetter(folder, logs)
-            outcome, started = self._run(name, start, getter, lambda: keeper.port(self._lock_dir))
+            outcome, started = self._run(
+                name, start, getter, lambda: keeper.port(self._lock_dir), timeout
+            )
         except BaseException:  # interrupted: the others must not wait for this worker
             with contextlib.suppress(KeeperError):
                 error = f"Shared service {name!r}: its start function was interrupted."
@@ -167,7 +176,8 @@ class SharedServices:
             keeper.finish(name, outcome, [])
             return outcome
         try:
-            keeper.finish(name, outcome, [process.pgid for process in started], folder)
+            tags = {process.pgid: process.services_tag for process in started}
+            keeper.finish(name, outcome, list(tags), folder, tags)
         except KeeperError:
             for process in reversed(started):
                 process.stop()
@@ -184,15 +194,24 @@ class SharedServices:
         start: StartFunction,
         watcher_getter: RunWatcherGetter,
         port_getter: Callable[[], int],
+        timeout: float,
     ) -> tuple[Outcome, list[ServiceProcess]]:
-        """Call ``start``; stop what it started if it fails.  Returns the outcome."""
+        """Call ``start`` for at most ``timeout`` s; stop what it started if it fails."""
         started = watcher_getter.started
         done = False
         try:
             try:
-                value = start(watcher_getter, port_getter)
+                value = call_within(lambda: start(watcher_getter, port_getter), timeout)
             except pytest.skip.Exception as exc:
                 return {"skip": exc.msg}, []
+            except StartTimedOut:
+                watcher_getter.record.close()
+                return {
+                    "error": f"Shared service {name!r} was not ready after {timeout:g} s: its "
+                    f"start function, run by worker {self._worker}, had not returned by then, "
+                    "and what it started was stopped. If it needs longer, pass a larger "
+                    f"timeout: shared_service({name!r}, start, timeout=...)."
+                }, []
             try:
                 # What every worker gets, so the starter gets exactly that too.
                 outcome = {"value": json.loads(json.dumps(value))}

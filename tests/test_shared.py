@@ -251,8 +251,9 @@ def test_waiting_longer_than_timeout_says_who_is_starting(pytester: pytest.Pytes
 
         def test_wait(shared_service):
             if os.environ["PYTEST_XDIST_WORKER"] != "gw0":
-                time.sleep(0.5)  # gw0 asks first
-            assert shared_service("search", start, timeout=2) == 1
+                time.sleep(0.5)  # gw0 asks first, and gives its start function longer
+                assert shared_service("search", start, timeout=2) == 1
+            assert shared_service("search", start, timeout=60) == 1
         """
     )
     result = pytester.runpytest_subprocess("-n", "2", "--dist", "each")
@@ -397,3 +398,60 @@ def test_remote_style_workers_share_it_too(pytester: pytest.Pytester, tmp_path: 
     assert len(lines(folder / "starts")) == 1
     values = [value for worker in seen(folder).values() for value in worker]
     assert len(values) == 6 and all(value == values[0] for value in values)
+
+
+# A start function that starts a server, begins starting a second one that never becomes
+# ready, and hangs there (its own watcher_getter timeout is far away).
+HANGS = """
+    port = port_getter()
+    watcher_getter(sys.executable, [SERVER, str(port)], checker=lambda: ask(port))
+    watcher_getter(sys.executable, [SERVER, str(port_getter())], checker=lambda: False,
+                   timeout=600)
+"""
+
+AFTER_HANG = """
+import sys, time
+from conftest import SERVER
+from proc_support import processes_naming
+
+def test_z_what_start_started_was_stopped():
+    deadline = time.monotonic() + 30
+    while processes_naming(SERVER) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_naming(SERVER) == []
+"""
+
+
+@pytest.mark.parametrize("xdist", [True, False], ids=["xdist", "local"])
+def test_a_start_that_hangs_times_out_once_for_everyone(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    folder = make_suite(pytester, body=HANGS, files=2)
+    conftest = pytester.path / "conftest.py"
+    conftest.write_text(
+        conftest.read_text().replace(
+            'shared_service("search", start)', 'shared_service("search", start, timeout=3)'
+        )
+    )
+    (pytester.path / "proc_support.py").write_text(
+        (Path(__file__).parent / "proc_support.py").read_text()
+    )
+    pytester.makepyfile(test_z_after=AFTER_HANG)
+    args = ["-n", "2", "--dist", "each"] if xdist else ["-p", "no:xdist", "--run-services"]
+    result = pytester.runpytest_subprocess(*args, timeout=300)
+    workers = 2 if xdist else 1
+    result.assert_outcomes(errors=6 * workers, passed=workers)
+    assert len(lines(folder / "starts")) == 1
+    errors = re.findall(
+        r"E +\S*SharedServiceError: (Shared service 'search'.*)", result.stdout.str()
+    )
+    assert len(errors) == 6 * workers
+    assert len(set(errors)) == 1, "tests reported different errors"
+    worker = r"gw\d" if xdist else "local"
+    assert re.fullmatch(
+        rf"Shared service 'search' was not ready after 3 s: its start function, run by worker "
+        rf"{worker} \(pid \d+\), had not returned by then, and what it started was stopped\. "
+        r"If it needs longer, pass a larger timeout: shared_service\('search', start, "
+        r"timeout=\.\.\.\)\.",
+        errors[0],
+    ), errors[0]
