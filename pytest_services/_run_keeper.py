@@ -32,6 +32,7 @@ from typing import Any
 
 from pytest_services import _reaper
 from pytest_services._groups import stop_groups
+from pytest_services.folders import KEEP_LOGS, LOGS
 from pytest_services.locks import get_free_port, unlock_port
 
 #: Seconds between SIGTERM and SIGKILL when the run's services are stopped.
@@ -125,7 +126,7 @@ class RunKeeper:
         for port, lock_dir in ports:
             unlock_port(port, lock_dir, self._log)
         for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_keeping_logs(folder)
             _reaper.forget_folder(folder)
         if groups:
             self._log.debug("stopped the shared services of run %s", self.run_id)
@@ -230,6 +231,22 @@ class RunKeeper:
             peer.starting.discard(name)
             self._services[name].outcome = outcome
             self._cond.notify_all()
+
+
+def _remove_keeping_logs(folder: str) -> None:
+    """Remove a shared service's folder; only its logs stay if a worker named one there."""
+    logs = os.path.join(folder, LOGS)
+    if not os.path.exists(os.path.join(logs, KEEP_LOGS)):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in os.listdir(folder):
+        if entry != LOGS:
+            path = os.path.join(folder, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
 
 class KeeperClient:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import pytest
 
 from pytest_services import folders
+from pytest_services._remote_services import RemoteService, remote_services
 from pytest_services.process import ServiceProcess, running_services
 from pytest_services.service import service_owner
 
@@ -38,18 +39,26 @@ class Death:
 
     name: str
     pid: int
-    returncode: int
+    #: None for another worker's process that was reaped before it was seen dead.
+    returncode: Optional[int]
     noticed_at: float
     during: Optional[str]
     log_path: Optional[Path]
+    #: The shared service it belongs to, when another worker started it.
+    shared: Optional[str] = None
 
     def describe(self, now: Optional[float] = None) -> str:
         """``service 'memcached' (pid 12) exited with code -9 (SIGKILL) by 12:03:04, ...``."""
-        code = f"code {self.returncode}"
-        if self.returncode < 0:
-            code += f" ({_signal_name(-self.returncode)})"
         clock = time.strftime("%H:%M:%S", time.localtime(self.noticed_at))
-        text = f"service {self.name!r} (pid {self.pid}) exited with {code} by {clock}"
+        if self.returncode is None:
+            ended = "ended"
+        else:
+            ended = f"exited with code {self.returncode}"
+            if self.returncode < 0:
+                ended += f" ({_signal_name(-self.returncode)})"
+        text = f"service {self.name!r} (pid {self.pid}) {ended} by {clock}"
+        if self.shared is not None:
+            text = f"{text} (shared service {self.shared!r}, started by another worker)"
         if now is not None:
             text += f", {max(0.0, now - self.noticed_at):.1f} s ago"
         return f"{text}, during {self.during}" if self.during else text
@@ -66,6 +75,7 @@ class ServiceReporter:
         self._logs: dict[ServiceProcess, int] = {}
         #: Services seen dead, and the deaths that no report has carried yet.
         self._deaths: dict[ServiceProcess, Death] = {}
+        self._remote_deaths: dict[RemoteService, Death] = {}
         self._unreported: list[Death] = []
         self._current: Optional[str] = None
         #: The sections of the current test, once one of its phases failed.
@@ -79,6 +89,7 @@ class ServiceReporter:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         services = running_services()
         self._notice_deaths(services, include_function_scope=True)
+        self._notice_remote_deaths()
         self._current, self._refused = item.nodeid, False
         if self.lines:
             if self._logs.keys() != set(services):
@@ -86,6 +97,16 @@ class ServiceReporter:
             self._marks = {p: os.fstat(fd).st_size for p, fd in self._logs.items()}
         if self._deaths:
             self._refuse_dead(item, services)
+        if self._remote_deaths and "shared_service" in getattr(item, "fixturenames", ()):
+            remote, death = next(iter(self._remote_deaths.items()))
+            self._refused = True
+            message = [
+                f"{death.describe(time.time())}; the shared services of this run cannot be "
+                "used any more.",
+                f"  command: {' '.join(remote.command)}",
+                *_output_lines(death.log_path, self.lines),
+            ]
+            pytest.fail("\n".join(message), pytrace=False)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
@@ -114,7 +135,11 @@ class ServiceReporter:
             self._sections = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.summary.extend(getattr(report, "services_died", ()))
+        for line in getattr(report, "services_died", ()):
+            # Every worker notices a shared service's death: the summary names it once.
+            key = line.split(")", 1)[0]
+            if not any(known.split(")", 1)[0] == key for known in self.summary):
+                self.summary.append(line)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.summary:
@@ -140,6 +165,27 @@ class ServiceReporter:
             self._unreported.append(death)
             if process.log_path is not None:
                 folders.keep_logs(process.log_path.parent)
+
+    def _notice_remote_deaths(self) -> None:
+        for remote in remote_services():
+            if remote in self._remote_deaths:
+                continue
+            running, returncode = remote.exit_status()
+            if running:
+                continue
+            death = Death(
+                remote.name,
+                remote.pid,
+                returncode,
+                time.time(),
+                self._current,
+                remote.log_path,
+                remote.shared,
+            )
+            self._remote_deaths[remote] = death
+            self._unreported.append(death)
+            if remote.log_path is not None:
+                folders.keep_logs(remote.log_path.parent)
 
     def _refuse_dead(self, item: pytest.Item, services: list[ServiceProcess]) -> None:
         needed = set(getattr(item, "fixturenames", ()))
@@ -225,6 +271,26 @@ def _read_since(fd: int, start: int, lines: int) -> str:
     start = max(start, end - READ_LIMIT)
     text = os.pread(fd, end - start, start).decode(errors="replace").rstrip()
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _output_lines(log_path: Optional[Path], lines: int) -> list[str]:
+    """The lines of an error that name a log and quote its end."""
+    if log_path is None:
+        return []
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - READ_LIMIT))
+            text = log.read().decode(errors="replace").rstrip()
+    except OSError:
+        text = ""
+    tail = "\n".join(text.splitlines()[-(lines or DEFAULT_LINES) :])
+    if not tail:
+        return [f"  output: {log_path}", "  it printed nothing"]
+    return [
+        f"  output: {log_path}",
+        f"  last lines of its output:\n{textwrap.indent(tail, '    ')}",
+    ]
 
 
 def _with_headers(sections: list[tuple[str, str, Optional[Path]]]) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services import _reaper, folders
+from pytest_services import _reaper, _remote_services, folders
 from pytest_services._run_keeper import KeeperClient, KeeperError, Outcome, RunKeeper
 from pytest_services._shared_start import Started, StartTimedOut, call_within
 from pytest_services.log import get_logger
@@ -37,6 +37,7 @@ from pytest_services.service import (
     ServicesWarning,
     get_worker_id,
     is_xdist_worker,
+    set_owner,
     start_keeping_logs,
 )
 
@@ -89,6 +90,7 @@ class RunWatcherGetter:
             raise SharedServiceError(
                 f"{process.name!r} was started after its start function timed out; stopped it."
             )
+        set_owner(process, "shared_service", "session")  # its death refuses what needs it
         return process
 
 
@@ -132,6 +134,8 @@ class SharedServices:
                 outcome = self._keeper.claim(name, timeout)
                 if outcome.get("start"):
                     outcome = self._start_for_run(self._keeper, name, start, timeout)
+                elif "value" in outcome:  # another worker's processes: watched through /proc
+                    _remote_services.watch(name, outcome.get("services", []))
             if "waiting" not in outcome:
                 self._outcomes[name] = outcome
         if "value" in outcome:
@@ -175,6 +179,7 @@ class SharedServices:
             _reaper.forget_folder(folder)  # removed, or kept for the log its error names
             keeper.finish(name, outcome, [])
             return outcome
+        outcome["services"] = [_remote_services.describe(process) for process in started]
         try:
             tags = {process.pgid: process.services_tag for process in started}
             keeper.finish(name, outcome, list(tags), folder, tags)

@@ -455,3 +455,72 @@ def test_a_start_that_hangs_times_out_once_for_everyone(
         r"timeout=\.\.\.\)\.",
         errors[0],
     ), errors[0]
+
+
+def test_a_shared_service_that_dies_is_noticed_in_every_worker(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, files=0)
+    pytester.makepyfile(
+        test_death="""
+        import os, signal, time
+        from conftest import FOLDER, ask
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        def test_a_kills_it(search, worker_id):
+            assert ask(search["port"]) == search["pid"]
+            marker = os.path.join(FOLDER, "killed")
+            if search["worker"] == worker_id:
+                os.kill(search["pid"], signal.SIGKILL)
+                open(marker, "w").close()
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(marker) and gone(search["pid"])):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        def test_b_needs_it(search):
+            ask(search["port"])
+
+        def test_c_does_not(worker_id):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=4, errors=2)
+    output = result.stdout.str()
+    assert "ConnectionRefusedError" not in output
+    # The starting worker is the service's parent; the other one watches it through /proc.
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_b_needs_it*",
+            "service 'python*' (pid *) exited with code -9 (SIGKILL) by ??:??:??, *.* s ago, "
+            "during test_death.py::test_a_kills_it; the fixture 'shared_service' that started "
+            "it cannot be used any more.",
+            "*command: *python* *server.py *",
+            "*output: *logs/python*.log",
+            "*last lines of its output:",
+            "*listening on *",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_b_needs_it*",
+            "service 'python*' (pid *) * by ??:??:?? (shared service 'search', started by "
+            "another worker), *.* s ago, during test_death.py::test_a_kills_it; the shared "
+            "services of this run cannot be used any more.",
+            "*command: *python* *server.py *",
+            "*output: *logs/python*.log",
+            "*last lines of its output:",
+            "*listening on *",
+        ]
+    )
+    summary = output.split("services that died before their teardown", 1)[1]
+    logs = re.findall(r"; log: (\S+)", summary)
+    assert len(logs) == 1, summary  # every worker noticed it; the summary names it once
+    assert "listening on" in Path(logs[0]).read_text(), "the log was not kept"
+    assert leftover_folders() == [os.path.basename(Path(logs[0]).parents[1])]
+    assert sorted(os.listdir(Path(logs[0]).parents[1])) == ["logs"]
