@@ -22,10 +22,8 @@ from typing import Any, Optional
 import pytest
 
 from pytest_services import folders
-from pytest_services.process import (
-    ServiceProcess,
-    running_services,
-)
+from pytest_services._remote_services import RemoteService, remote_services
+from pytest_services.process import ServiceProcess, running_services
 from pytest_services.service import service_owner
 
 #: The ini option, and how many lines of each service a failing report shows by default.
@@ -41,18 +39,26 @@ class Death:
 
     name: str
     pid: int
-    returncode: int
+    #: None for another worker's process that was reaped before it was seen dead.
+    returncode: Optional[int]
     noticed_at: float
     during: Optional[str]
     log_path: Optional[Path]
+    #: The shared service it belongs to, when another worker started it.
+    shared: Optional[str] = None
 
     def describe(self, now: Optional[float] = None) -> str:
         """``service 'memcached' (pid 12) exited with code -9 (SIGKILL) by 12:03:04, ...``."""
-        code = f"code {self.returncode}"
-        if self.returncode < 0:
-            code += f" ({_signal_name(-self.returncode)})"
         clock = time.strftime("%H:%M:%S", time.localtime(self.noticed_at))
-        text = f"service {self.name!r} (pid {self.pid}) exited with {code} by {clock}"
+        if self.returncode is None:
+            ended = "ended"
+        else:
+            ended = f"exited with code {self.returncode}"
+            if self.returncode < 0:
+                ended += f" ({_signal_name(-self.returncode)})"
+        text = f"service {self.name!r} (pid {self.pid}) {ended} by {clock}"
+        if self.shared is not None:
+            text = f"{text} (shared service {self.shared!r}, started by another worker)"
         if now is not None:
             text += f", {max(0.0, now - self.noticed_at):.1f} s ago"
         return f"{text}, during {self.during}" if self.during else text
@@ -69,10 +75,11 @@ class ServiceReporter:
         self._logs: dict[ServiceProcess, int] = {}
         #: Services seen dead, and the deaths that no report has carried yet.
         self._deaths: dict[ServiceProcess, Death] = {}
+        self._remote_deaths: dict[RemoteService, Death] = {}
         self._unreported: list[Death] = []
         self._current: Optional[str] = None
         #: The sections of the current test, once one of its phases failed.
-        self._sections: list[tuple[str, str]] = []
+        self._sections: list[tuple[str, str, Optional[Path]]] = []
         #: Set when the current test errs for a dead service: its message quotes the output.
         self._refused = False
         #: What the summary lists: deaths carried by reports (from xdist workers too).
@@ -82,6 +89,7 @@ class ServiceReporter:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         services = running_services()
         self._notice_deaths(services, include_function_scope=True)
+        self._notice_remote_deaths()
         self._current, self._refused = item.nodeid, False
         if self.lines:
             if self._logs.keys() != set(services):
@@ -89,6 +97,16 @@ class ServiceReporter:
             self._marks = {p: os.fstat(fd).st_size for p, fd in self._logs.items()}
         if self._deaths:
             self._refuse_dead(item, services)
+        if self._remote_deaths and "shared_service" in getattr(item, "fixturenames", ()):
+            remote, death = next(iter(self._remote_deaths.items()))
+            self._refused = True
+            message = [
+                f"{death.describe(time.time())}; the shared services of this run cannot be "
+                "used any more.",
+                f"  command: {' '.join(remote.command)}",
+                *_output_lines(death.log_path, self.lines),
+            ]
+            pytest.fail("\n".join(message), pytrace=False)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
@@ -108,15 +126,20 @@ class ServiceReporter:
             self._unreported = []
         if report.failed and self.lines and not self._refused:
             self._sections = self._read_sections()
-            report.sections.extend(self._sections)
-        elif call.when == "teardown" and self._sections:
-            # JUnit XML takes a test's captured output from its teardown report.
-            report.sections.extend(self._sections)
+            if call.when != "teardown":
+                report.sections.extend((title, text) for title, text, _ in self._sections)
         if call.when == "teardown":
+            # JUnit XML takes a test's captured output from its teardown report, and joins
+            # the sections without their titles: each starts with a line naming its service.
+            report.sections.extend(_with_headers(self._sections))
             self._sections = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.summary.extend(getattr(report, "services_died", ()))
+        for line in getattr(report, "services_died", ()):
+            # Every worker notices a shared service's death: the summary names it once.
+            key = line.split(")", 1)[0]
+            if not any(known.split(")", 1)[0] == key for known in self.summary):
+                self.summary.append(line)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.summary:
@@ -143,6 +166,27 @@ class ServiceReporter:
             if process.log_path is not None:
                 folders.keep_logs(process.log_path.parent)
 
+    def _notice_remote_deaths(self) -> None:
+        for remote in remote_services():
+            if remote in self._remote_deaths:
+                continue
+            running, returncode = remote.exit_status()
+            if running:
+                continue
+            death = Death(
+                remote.name,
+                remote.pid,
+                returncode,
+                time.time(),
+                self._current,
+                remote.log_path,
+                remote.shared,
+            )
+            self._remote_deaths[remote] = death
+            self._unreported.append(death)
+            if remote.log_path is not None:
+                folders.keep_logs(remote.log_path.parent)
+
     def _refuse_dead(self, item: pytest.Item, services: list[ServiceProcess]) -> None:
         needed = set(getattr(item, "fixturenames", ()))
         for process in services:
@@ -165,7 +209,7 @@ class ServiceReporter:
             self._refused = True
             pytest.fail("\n".join(lines), pytrace=False)
 
-    def _read_sections(self) -> list[tuple[str, str]]:
+    def _read_sections(self) -> list[tuple[str, str, Optional[Path]]]:
         """One report section per service: what it wrote since the test started."""
         self._follow(running_services(), close=False)
         return [
@@ -173,6 +217,7 @@ class ServiceReporter:
                 f"Captured stdout of service {process.name!r} (pid {process.pid})",
                 _read_since(fd, self._marks.get(process, 0), self.lines)
                 or "no output during this test",
+                process.log_path,
             )
             for process, fd in self._logs.items()
         ]
@@ -210,10 +255,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def report_lines(config: pytest.Config) -> int:
     """The value of the ``services_report_lines`` ini option; a usage error if malformed."""
     value = str(config.getini(LINES_OPTION)).strip()
-    if not value.isdigit():
+    if not value or value.strip("0123456789"):  # str.isdigit() takes '²' and '٣' too
         raise pytest.UsageError(
-            f"{LINES_OPTION} must be a whole number of lines (0 turns the service sections "
-            f"off), not {value!r}."
+            f"{LINES_OPTION} must be a whole number of lines written with the digits 0-9, "
+            f"such as {DEFAULT_LINES} (0 turns the service sections off), not {value!r}."
         )
     return int(value)
 
@@ -226,6 +271,36 @@ def _read_since(fd: int, start: int, lines: int) -> str:
     start = max(start, end - READ_LIMIT)
     text = os.pread(fd, end - start, start).decode(errors="replace").rstrip()
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _output_lines(log_path: Optional[Path], lines: int) -> list[str]:
+    """The lines of an error that name a log and quote its end."""
+    if log_path is None:
+        return []
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - READ_LIMIT))
+            text = log.read().decode(errors="replace").rstrip()
+    except OSError:
+        text = ""
+    tail = "\n".join(text.splitlines()[-(lines or DEFAULT_LINES) :])
+    if not tail:
+        return [f"  output: {log_path}", "  it printed nothing"]
+    return [
+        f"  output: {log_path}",
+        f"  last lines of its output:\n{textwrap.indent(tail, '    ')}",
+    ]
+
+
+def _with_headers(sections: list[tuple[str, str, Optional[Path]]]) -> list[tuple[str, str]]:
+    """The sections, each opening with a line that names its service and log."""
+    result = []
+    for title, text, log_path in sections:
+        service = title[len("Captured stdout of ") :]
+        log = f", log {log_path}" if log_path is not None else ""
+        result.append((title, f"--- {service}{log} ---\n{text}\n"))
+    return result
 
 
 def _summary_line(death: Death) -> str:

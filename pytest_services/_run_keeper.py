@@ -26,11 +26,13 @@ import shutil
 import socket
 import struct
 import threading
+import time
 import uuid
 from typing import Any
 
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.groups import stop_groups
+from pytest_services._engine.paths import KEEP_LOGS, LOGS
 from pytest_services._reserve.ports import get_free_port, unlock_port
 from pytest_services.exceptions import KeeperError
 
@@ -38,6 +40,8 @@ from pytest_services.exceptions import KeeperError
 DEFAULT_GRACE = 5.0
 #: Seconds a request other than waiting for a service may take.
 REQUEST_TIMEOUT = 60.0
+#: Seconds a waiting worker gives a starter past its timeout to stop and say why it gave up.
+GIVE_UP_MARGIN = 30.0
 
 Outcome = dict[str, Any]
 
@@ -59,8 +63,10 @@ def _peer(sock: socket.socket) -> tuple[int, int]:
 class _Service:
     """One shared service: who starts it, and its outcome once published."""
 
-    def __init__(self, starter: str) -> None:
+    def __init__(self, starter: str, deadline: float) -> None:
         self.starter = starter
+        #: When (``time.monotonic()``) the starter gives up on its start function.
+        self.deadline = deadline
         self.outcome: Outcome | None = None
 
 
@@ -90,6 +96,8 @@ class RunKeeper:
         self._cond = threading.Condition()
         self._services: dict[str, _Service] = {}
         self._groups: list[int] = []
+        #: The tag of each group (``PYTEST_SERVICES_TAG``), which marks what left it too.
+        self._tags: dict[int, str] = {}
         self._ports: list[tuple[int, str]] = []
         self._folders: list[str] = []
         self._closed = False
@@ -109,13 +117,13 @@ class RunKeeper:
         with contextlib.suppress(OSError):
             self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self._server.close()
-        stop_groups(groups, self._grace)
+        stop_groups(groups, self._grace, self._tags)
         for pgid in groups:
             _reaper.forget(pgid)
         for port, lock_dir in ports:
             unlock_port(port, lock_dir, self._log)
         for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_keeping_logs(folder)
             _reaper.forget_folder(folder)
         if groups:
             self._log.debug("stopped the shared services of run %s", self.run_id)
@@ -182,10 +190,17 @@ class RunKeeper:
         with self._cond:
             service = self._services.get(name)
             if service is None:
-                self._services[name] = _Service(peer.label)
+                self._services[name] = _Service(peer.label, time.monotonic() + timeout)
                 peer.starting.add(name)
                 return {"start": True}
-            self._cond.wait_for(lambda: service.outcome is not None or self._closed, timeout)
+
+            def done() -> bool:
+                return service.outcome is not None or self._closed
+
+            self._cond.wait_for(done, timeout)
+            if not done() and service.deadline <= time.monotonic():
+                # The starter has given up by now, and is saying why: wait for that.
+                self._cond.wait_for(done, GIVE_UP_MARGIN)
             if service.outcome is not None:
                 return service.outcome
             return {"waiting": service.starter}
@@ -195,13 +210,15 @@ class RunKeeper:
         if name not in peer.starting:
             raise KeeperError(f"this worker was not asked to start {name!r}")
         groups = [int(pgid) for pgid in request.get("pgids", ())]
+        tags = {int(pgid): str(tag) for pgid, tag in dict(request.get("tags") or {}).items()}
         for pgid in groups:
-            _reaper.watch(pgid)  # before the worker forgets them: never unwatched
+            _reaper.watch(pgid, tags.get(pgid))  # before the worker forgets them
         folder = request.get("folder")
         if folder:
             _reaper.watch_folder(str(folder))
         with self._cond:
             self._groups.extend(groups)
+            self._tags.update(tags)
             if folder:
                 self._folders.append(str(folder))
         self._publish(peer, name, dict(request["outcome"]))
@@ -211,6 +228,22 @@ class RunKeeper:
             peer.starting.discard(name)
             self._services[name].outcome = outcome
             self._cond.notify_all()
+
+
+def _remove_keeping_logs(folder: str) -> None:
+    """Remove a shared service's folder; only its logs stay if a worker named one there."""
+    logs = os.path.join(folder, LOGS)
+    if not os.path.exists(os.path.join(logs, KEEP_LOGS)):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in os.listdir(folder):
+        if entry != LOGS:
+            path = os.path.join(folder, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
 
 class KeeperClient:
@@ -272,11 +305,17 @@ class KeeperClient:
         return int(answer["port"])
 
     def finish(
-        self, name: str, outcome: Outcome, pgids: list[int], folder: str | None = None
+        self,
+        name: str,
+        outcome: Outcome,
+        pgids: list[int],
+        folder: str | None = None,
+        tags: dict[int, str] | None = None,
     ) -> None:
-        """Publish the outcome of ``name``; hand its process groups and ``folder`` to the run."""
+        """Publish the outcome of ``name``; hand its process groups (with the ``tags`` of
+        what they spawn) and ``folder`` to the run."""
         message = {"op": "finish", "name": name, "outcome": outcome, "pgids": pgids}
-        answer = self.request({**message, "folder": folder})
+        answer = self.request({**message, "folder": folder, "tags": tags or {}})
         if "error" in answer:
             raise KeeperError(f"The keeper of the run refused {name!r}: {answer['error']}")
 

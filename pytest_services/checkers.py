@@ -55,6 +55,8 @@ class Checker:
 
     #: Each call ends within ``CALL_TIMEOUT``: the engine may call it directly.
     bounded = True
+    #: Why the last call said "not ready" (``connection refused``...), for start errors.
+    reason: str | None = None
 
     def __call__(self) -> bool:
         raise NotImplementedError
@@ -71,7 +73,8 @@ class _Tcp(Checker):
         try:
             with socket.create_connection((self.host, self.port), timeout=CALL_TIMEOUT):
                 return True
-        except OSError:
+        except OSError as exc:
+            self.reason = _why(exc)
             return False
 
     def __repr__(self) -> str:
@@ -88,7 +91,8 @@ class _UnixSocket(Checker):
             sock.settimeout(CALL_TIMEOUT)
             try:
                 sock.connect(self.path)
-            except OSError:
+            except OSError as exc:
+                self.reason = _why(exc)
                 return False
         return True
 
@@ -129,10 +133,15 @@ class _Http(Checker):
         try:
             connection.request("GET", target)
             self.last_status = connection.getresponse().status
-        except (OSError, http_client.HTTPException):
+        except OSError as exc:
+            self.reason = _why(exc)
+            return False
+        except http_client.HTTPException as exc:
+            self.reason = f"not an HTTP answer ({type(exc).__name__}: {exc})"
             return False
         finally:
             connection.close()
+        self.reason = f"answered {self.last_status}"
         return self.last_status in self.status
 
     def __repr__(self) -> str:
@@ -149,10 +158,12 @@ class _Output(Checker):
         self.pattern: re.Pattern[str] | re.Pattern[bytes] = (
             re.compile(pattern) if isinstance(pattern, (str, bytes)) else pattern
         )
+        # Searched line by line: ``^`` and ``$`` mean the start and end of any line.
+        self._search = re.compile(self.pattern.pattern, self.pattern.flags | re.MULTILINE)
         self.log_path: Path | None = None
         self._bound = False
         self._offset = 0
-        self._pending: str | bytes = ""
+        self._seen: str | bytes = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def bind(self, log_path: Path | None) -> None:
@@ -169,7 +180,7 @@ class _Output(Checker):
                 "another checker, such as checkers.tcp() or checkers.path_exists()."
             )
         self.log_path, self._bound, self._offset = log_path, True, 0
-        self._pending = b"" if isinstance(self.pattern.pattern, bytes) else ""
+        self._seen = b"" if isinstance(self.pattern.pattern, bytes) else ""
         self._decoder.reset()
 
     def __call__(self) -> bool:
@@ -184,17 +195,21 @@ class _Output(Checker):
                 data = log.read(READ_LIMIT)
         except OSError:
             return False
+        if not data:
+            return False  # nothing new: the answer is the same as last time
         self._offset += len(data)
-        # Only the line that was incomplete last time is searched again, with what is new.
-        if isinstance(self._pending, bytes):
-            chunk: str | bytes = self._pending + data
+        if isinstance(self._seen, bytes):
+            self._seen += data
         else:
-            chunk = self._pending + self._decoder.decode(data)
-        if self.pattern.search(chunk):  # type: ignore[arg-type]
-            return True
-        newline = "\n" if isinstance(chunk, str) else b"\n"
-        self._pending = chunk[chunk.rfind(newline) + 1 :]  # type: ignore[arg-type]
-        return False
+            self._seen += self._decoder.decode(data)
+        seen = self._seen
+        # All the output so far is searched, so a match may span chunks and lines; a match
+        # that reaches the end of a line not finished yet waits for the rest of that line.
+        # Whatever the chunks, the answer is then the same.
+        matches = self._search.finditer(seen)  # type: ignore[arg-type]
+        if seen.endswith("\n" if isinstance(seen, str) else b"\n"):  # type: ignore[arg-type]
+            return next(matches, None) is not None
+        return any(match.end() < len(seen) for match in matches)
 
     def __repr__(self) -> str:
         return f"output({self.pattern.pattern!r})"
@@ -205,7 +220,9 @@ class _PathExists(Checker):
         self.path = os.fspath(path)
 
     def __call__(self) -> bool:
-        return os.path.exists(self.path)
+        found = os.path.exists(self.path)
+        self.reason = None if found else "it does not exist"
+        return found
 
     def __repr__(self) -> str:
         return f"path_exists({self.path})"
@@ -233,10 +250,17 @@ class _AllOf(Checker):
                 attach(process)
 
     def __call__(self) -> bool:
-        try:
-            return all(checker() for checker in self.checkers)
-        except OSError:
-            return False  # a plain callable's "not ready yet"
+        for checker in self.checkers:
+            try:
+                answer = checker()
+            except OSError as exc:  # a plain callable's "not ready yet"
+                answer, why = False, _why(exc)
+            else:
+                why = getattr(checker, "reason", None) or f"returned {answer!r}"
+            if not answer:
+                self.reason = f"{checker_name(checker)}: {why}"
+                return False
+        return True
 
     def __repr__(self) -> str:
         return f"all_of({', '.join(checker_name(checker) for checker in self.checkers)})"
@@ -260,8 +284,11 @@ def http(url: str, status: int | Collection[int] = range(200, 400)) -> Checker:
 def output(pattern: Pattern) -> Checker:
     """Ready once the service's output matches the regular expression ``pattern``.
 
-    It reads the log that ``watcher_getter`` captures; each call reads only what is new.
-    A match may span lines only when they arrive together.
+    It reads the log that ``watcher_getter`` captures; each call reads only what is new,
+    and searches all the output so far with ``re.MULTILINE``: ``^`` and ``$`` match at the
+    start and end of every line, and a match may span lines.  A match that reaches the end
+    of a line still being written counts once more output follows, so how the service's
+    writes are chunked never changes the answer.
     """
     return _Output(pattern)
 
@@ -274,6 +301,15 @@ def path_exists(path: StrPath) -> Checker:
 def all_of(*checkers: Callable[[], object]) -> Checker:
     """Ready once every checker is; plain callables may be mixed in."""
     return _AllOf(checkers)
+
+
+def _why(error: OSError) -> str:
+    """Why a connection failed, in a few words: ``connection refused``, ``no answer...``."""
+    if isinstance(error, socket.timeout):
+        return f"no answer within {CALL_TIMEOUT:g} s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    return error.strerror or str(error) or type(error).__name__
 
 
 def _statuses(status: Collection[int]) -> str:

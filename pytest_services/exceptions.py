@@ -36,6 +36,7 @@ __all__ = [
     "ServiceStartError",
     "ServicesWarning",
     "SharedServiceError",
+    "StartTimedOut",
     "XvfbError",
     "XwdError",
 ]
@@ -145,6 +146,10 @@ class LockError(PytestServicesError):
 
 class SharedServiceError(PytestServicesError):
     """A shared service failed to start, or was not ready in time."""
+
+
+class StartTimedOut(SharedServiceError):
+    """A shared service's start function had not returned within its timeout."""
 
 
 class KeeperError(PytestServicesError):

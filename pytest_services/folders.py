@@ -26,6 +26,8 @@ import pytest
 
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.paths import (
+    KEEP_LOGS,
+    LOGS,
     MAX_SOCKET_PATH,
     StrPath,
     private_dir,
@@ -62,9 +64,6 @@ __all__ = [
 #: Below this much free space, ``memory_root_dir`` falls back to ``root_dir``.
 MIN_MEMORY_FREE = 512 * 1024 * 1024
 SHM = "/dev/shm"
-#: Folder of service logs inside ``base_dir``, and the mark that keeps it after the session.
-LOGS = "logs"
-KEEP_LOGS = ".keep"
 #: Session folders are named ``PREFIX{worker_id}-XXXXXXXX``, and hold the owner's lock file.
 PREFIX = "pytest-services-"
 OWNER_LOCK = ".owner.lock"

@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +26,13 @@ from pytest_services._engine.commands import (
     find_program,
     spawn_watched,
 )
-from pytest_services._engine.groups import group_alive, signal_group, wait_for_group
+from pytest_services._engine.groups import (
+    group_alive,
+    signal_group,
+    signal_tagged,
+    tagged_alive,
+    wait_for_group,
+)
 from pytest_services._engine.paths import StrPath
 from pytest_services._engine.readiness import (
     FIRST_DELAY,
@@ -72,6 +79,8 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
     grace: float
     #: Wall-clock time (``time.time()``) at which the service was started.
     started_at: float
+    #: The tag in the environment of the service and of all it spawns (``PYTEST_SERVICES_TAG``).
+    services_tag: str
 
     @property
     def pgid(self) -> int:
@@ -92,17 +101,23 @@ class ServiceProcess(subprocess.Popen):  # type: ignore[type-arg]
         return last_lines(data.decode(errors="replace"), lines)
 
     def stop(self, grace: float | None = None) -> None:
-        """End the service's whole process group: SIGTERM, then SIGKILL after ``grace`` s."""
+        """End the service's whole process group, and what it spawned that left the group:
+        SIGTERM, then SIGKILL after ``grace`` s."""
         grace = self.grace if grace is None else grace
+        tag = self.services_tag
         try:
             if grace > 0:
                 deadline = time.monotonic() + grace
                 signal_group(self.pgid, signal.SIGTERM)
+                escaped = signal_tagged(tag, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.wait(timeout=grace)  # the leader first: no polling in the usual case
                 wait_for_group(self, deadline)
-            if grace <= 0 or group_alive(self.pgid):
+                while escaped and time.monotonic() < deadline and tagged_alive(tag):
+                    time.sleep(0.02)
+            if grace <= 0 or group_alive(self.pgid) or tagged_alive(tag):
                 signal_group(self.pgid, signal.SIGKILL)
+                signal_tagged(tag, signal.SIGKILL)
                 self.wait()
                 if group_alive(self.pgid):
                     wait_for_group(self, time.monotonic() + 10.0)
@@ -167,6 +182,7 @@ def start_service(
         if log_file is not None:
             log_file.close()
     process.name, process.command, process.log_path, process.grace = label, command, log_path, grace
+    process.args = command  # not the gate it was started through: repr() shows this too
     process.started_at = time.time()
     _running[process.pid] = process
     try:
@@ -239,8 +255,17 @@ def _wait_until_ready(
                 f"Service {process.name!r} {describe_exit(returncode)} before it was ready "
                 f"({time.monotonic() - started:.2f} s after start).",
             )
-        if checker is None or calls.check(deadline):
-            return
+        try:
+            if checker is None or calls.check(deadline):
+                return
+        except Exception as exc:
+            assert checker is not None
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise _start_error(
+                process,
+                f"Service {process.name!r} was not ready: its checker {checker_name(checker)} "
+                f"raised {error}",
+            ) from exc
         now = time.monotonic()
         if calls.hung:
             raise _start_error(
@@ -249,10 +274,12 @@ def _wait_until_ready(
                 f"{checker_name(checker)} was called and had not returned by then.",
             )
         if now >= deadline:
+            reason = getattr(checker, "reason", None)
+            said = f"; the last check said: {reason}" if reason else ""
             raise _start_error(
                 process,
                 f"Service {process.name!r} was not ready after {timeout:g} s: "
-                f"its checker {checker_name(checker)} never returned a true value.",
+                f"its checker {checker_name(checker)} never returned a true value{said}.",
             )
         if not calls.pending:  # else its answer is awaited in the next round, without a pause
             time.sleep(min(next_delay(now - started), deadline - now))

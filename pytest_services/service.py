@@ -156,6 +156,11 @@ def service_owner(process: ServiceProcess) -> tuple[Optional[str], str]:
     return _owners.get(process.pid, (None, "session"))
 
 
+def set_owner(process: ServiceProcess, fixture: Optional[str], scope: str) -> None:
+    """Record the fixture that ``process`` serves: a test that needs it errs once it died."""
+    _owners[process.pid] = (fixture, scope)
+
+
 @pytest.fixture(scope="session")
 def run_services(request: pytest.FixtureRequest) -> bool:
     """True when services should start: in xdist workers or with ``--run-services``."""

@@ -24,24 +24,31 @@ from typing import Any, Optional, Protocol
 
 import pytest
 
-from pytest_services import folders
+from pytest_services import _remote_services, folders
 from pytest_services._engine import reaper as _reaper
-from pytest_services._engine.paths import StrPath
+from pytest_services._engine.paths import KEEP_LOGS, LOGS, StrPath
 from pytest_services._run_keeper import (
     KeeperClient,
     Outcome,
     RunKeeper,
 )
+from pytest_services._shared_start import Started, call_within
 from pytest_services.exceptions import (
     KeeperError,
     ServicesWarning,
     SharedServiceError,
+    StartTimedOut,
 )
 from pytest_services.log import get_logger
 from pytest_services.process import (
     ServiceProcess,
 )
-from pytest_services.service import WatcherGetter, get_worker_id, is_xdist_worker
+from pytest_services.service import (
+    WatcherGetter,
+    get_worker_id,
+    is_xdist_worker,
+    set_owner,
+)
 
 __all__ = [
     "SharedServiceError",
@@ -72,7 +79,8 @@ class RunWatcherGetter(WatcherGetter):
     def __init__(self, folder: str, logs: Path) -> None:
         super().__init__(logs)
         self.folder = folder
-        self.started: list[ServiceProcess] = []
+        self.record = Started()
+        self.started: list[ServiceProcess] = self.record.processes
 
     def _owner(
         self, name: StrPath, request: Optional[pytest.FixtureRequest]
@@ -80,7 +88,11 @@ class RunWatcherGetter(WatcherGetter):
         return None
 
     def _started(self, process: ServiceProcess, owner: Optional[pytest.FixtureRequest]) -> None:
-        self.started.append(process)
+        if not self.record.add(process):
+            raise SharedServiceError(
+                f"{process.name!r} was started after its start function timed out; stopped it."
+            )
+        set_owner(process, "shared_service", "session")  # its death refuses what needs it
 
 
 class SharedServices:
@@ -117,12 +129,14 @@ class SharedServices:
             if self._keeper is None:
                 folder = tempfile.mkdtemp(prefix="shared-", dir=self._base_dir)
                 getter = RunWatcherGetter(folder, folders.log_dir(self._base_dir))
-                outcome, started = self._run(name, start, getter, self._port_getter)
+                outcome, started = self._run(name, start, getter, self._port_getter, timeout)
                 self._own.extend(started)
             else:
                 outcome = self._keeper.claim(name, timeout)
                 if outcome.get("start"):
-                    outcome = self._start_for_run(self._keeper, name, start)
+                    outcome = self._start_for_run(self._keeper, name, start, timeout)
+                elif "value" in outcome:  # another worker's processes: watched through /proc
+                    _remote_services.watch(name, outcome.get("services", []))
             if "waiting" not in outcome:
                 self._outcomes[name] = outcome
         if "value" in outcome:
@@ -144,26 +158,32 @@ class SharedServices:
         if self._keeper is not None:
             self._keeper.close()
 
-    def _start_for_run(self, keeper: KeeperClient, name: str, start: StartFunction) -> Outcome:
+    def _start_for_run(
+        self, keeper: KeeperClient, name: str, start: StartFunction, timeout: float
+    ) -> Outcome:
         folder = tempfile.mkdtemp(prefix="pytest-services-shared-", dir=self._root_dir)
         _reaper.watch_folder(folder)  # until the run's keeper has it
-        logs = Path(folder, folders.LOGS)
+        logs = Path(folder, LOGS)
         try:
             getter = RunWatcherGetter(folder, logs)
-            outcome, started = self._run(name, start, getter, lambda: keeper.port(self._lock_dir))
+            outcome, started = self._run(
+                name, start, getter, lambda: keeper.port(self._lock_dir), timeout
+            )
         except BaseException:  # interrupted: the others must not wait for this worker
             with contextlib.suppress(KeeperError):
                 error = f"Shared service {name!r}: its start function was interrupted."
                 keeper.finish(name, {"error": error}, [])
             raise
         if "value" not in outcome:
-            if not Path(logs, folders.KEEP_LOGS).exists():
+            if not Path(logs, KEEP_LOGS).exists():
                 shutil.rmtree(folder, ignore_errors=True)
             _reaper.forget_folder(folder)  # removed, or kept for the log its error names
             keeper.finish(name, outcome, [])
             return outcome
+        outcome["services"] = [_remote_services.describe(process) for process in started]
         try:
-            keeper.finish(name, outcome, [process.pgid for process in started], folder)
+            tags = {process.pgid: process.services_tag for process in started}
+            keeper.finish(name, outcome, list(tags), folder, tags)
         except KeeperError:
             for process in reversed(started):
                 process.stop()
@@ -180,15 +200,24 @@ class SharedServices:
         start: StartFunction,
         watcher_getter: RunWatcherGetter,
         port_getter: Callable[[], int],
+        timeout: float,
     ) -> tuple[Outcome, list[ServiceProcess]]:
-        """Call ``start``; stop what it started if it fails.  Returns the outcome."""
+        """Call ``start`` for at most ``timeout`` s; stop what it started if it fails."""
         started = watcher_getter.started
         done = False
         try:
             try:
-                value = start(watcher_getter, port_getter)
+                value = call_within(lambda: start(watcher_getter, port_getter), timeout)
             except pytest.skip.Exception as exc:
                 return {"skip": exc.msg}, []
+            except StartTimedOut:
+                watcher_getter.record.close()
+                return {
+                    "error": f"Shared service {name!r} was not ready after {timeout:g} s: its "
+                    f"start function, run by worker {self._worker}, had not returned by then, "
+                    "and what it started was stopped. If it needs longer, pass a larger "
+                    f"timeout: shared_service({name!r}, start, timeout=...)."
+                }, []
             try:
                 # What every worker gets, so the starter gets exactly that too.
                 outcome = {"value": json.loads(json.dumps(value))}

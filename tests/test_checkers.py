@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -187,10 +188,11 @@ def test_checker_that_never_passes_is_named_by_its_repr(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(
         [
             "*Service 'sleep' was not ready after 1 s: its checker tcp(127.0.0.1:*) "
-            "never returned a true value.",
+            "never returned a true value; the last check said: connection refused.",
             "*Service 'sleep' was not ready after 1 s: its checker all_of(path_exists(*/pid), "
             "test_never_all.<locals>.<lambda>(), http(http://127.0.0.1:*/up, status=204)) "
-            "never returned a true value.",
+            "never returned a true value; the last check said: path_exists(*/pid): it does "
+            "not exist.",
         ]
     )
 
@@ -226,3 +228,105 @@ def test_the_process_started_is_attached_to_checkers_before_their_first_call(
     assert [type(first[0]).__name__, first[1:]] == ["ServiceProcess", ["called"]]
     assert [type(second[0]).__name__, second[1:]] == ["ServiceProcess", ["called"]]
     assert first[0] is not second[0]
+
+
+def test_output_anchors_mean_lines_however_the_output_is_chunked(tmp_path: Path) -> None:
+    from pytest_services import checkers
+
+    def chunks(pattern: str, *parts: str) -> list[bool]:
+        """What the checker says after each part is appended to a real log file."""
+        log = tmp_path / f"log-{len(list(tmp_path.iterdir()))}"
+        log.write_text("")
+        checker = checkers.output(pattern)
+        checker.bind(log)  # type: ignore[attr-defined]
+        answers = []
+        for part in parts:
+            with open(log, "a") as stream:
+                stream.write(part)
+            answers.append(checker())
+        return answers
+
+    # One chunk or three: the same line, the same answer.
+    assert chunks(r"^Ready$", "starting\nReady\n") == [True]
+    assert chunks(r"^Ready$", "starting\n", "Re", "ady\n") == [False, False, True]
+    # "Ready" at the end of what was written so far is not a line that ends there yet.
+    assert chunks(r"Ready$", "Ready", " to go\n", "Ready\n") == [False, False, True]
+    assert chunks(r"^port \d+$", "listening on\nport 80", "80\n") == [False, True]
+    # Lines of earlier chunks are seen again: a match may span chunks.
+    assert chunks(r"^loaded\n^serving", "loaded\n", "serving\n") == [False, True]
+    # A compiled pattern keeps its own flags, and is searched line by line too.
+    assert chunks(re.compile(r"^READY$", re.IGNORECASE), "boot\nready\n") == [True]  # type: ignore[arg-type]
+
+
+def test_output_anchors_with_a_real_service(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        printer="""
+        import time
+        print("starting\\nReady", flush=True)
+        time.sleep(600)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import sys
+        from pytest_services import checkers
+
+        def test_ready(watcher_getter, request):
+            watcher_getter(sys.executable, ["printer.py"], checker=checkers.output("^Ready$"),
+                           timeout=20, request=request)
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(passed=1)
+
+
+SILENT_SERVER = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(64)
+print("accepting, and never answering", flush=True)
+time.sleep(600)
+"""
+
+
+def test_http_errors_say_why_the_last_check_failed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(silent=SILENT_SERVER)
+    pytester.makepyfile(
+        """
+        import sys
+        from pytest_services import checkers
+
+        def test_never_answers(watcher_getter, port_getter, request):
+            port = port_getter()
+            watcher_getter(sys.executable, ["silent.py", str(port)],
+                           checker=checkers.http(f"http://127.0.0.1:{port}/health"),
+                           timeout=2, request=request)
+
+        def test_refused(watcher_getter, port_getter, request):
+            port = port_getter()
+            watcher_getter("sleep", ["60"], checker=checkers.tcp(port), timeout=1,
+                           request=request)
+
+        def test_wrong_status(watcher_getter, port_getter, request):
+            port = port_getter()
+            watcher_getter(sys.executable, ["-m", "http.server", "-b", "127.0.0.1", str(port)],
+                           checker=checkers.all_of(checkers.tcp(port),
+                                                   checkers.http(f"http://127.0.0.1:{port}/up")),
+                           timeout=2, request=request)
+        """
+    )
+    result = pytester.runpytest_subprocess(*RUN)
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*Service 'python*' was not ready after 2 s: its checker "
+            "http(http://127.0.0.1:*/health) never returned a true value; the last check "
+            "said: no answer within 0.5 s.",
+            "*Service 'sleep' was not ready after 1 s: its checker tcp(127.0.0.1:*) never "
+            "returned a true value; the last check said: connection refused.",
+            "*Service 'python*' was not ready after 2 s: its checker all_of(tcp(127.0.0.1:*), "
+            "http(http://127.0.0.1:*/up, last answer 404)) never returned a true value; the "
+            "last check said: http(http://127.0.0.1:*/up, last answer 404): answered 404.",
+        ]
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import site
 import stat
 import subprocess
 import sys
@@ -308,3 +310,95 @@ def test_folders_planted_by_another_user_are_moved_around(
             "pytest-services/locks instead, for every session of yours while it stays.",
         ]
     )
+
+
+def _interpreter_for_nobody() -> list[str] | None:
+    """A command that runs this Python's packages as another user, if one can reach them."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (os.path.realpath(sys.executable), f"/usr/bin/{version}"):
+        path = Path(candidate)
+        parents = [parent for parent in path.parents if parent != Path("/")]
+        if path.exists() and all(parent.stat().st_mode & 0o001 for parent in parents):
+            return [candidate]
+    return None
+
+
+def test_planted_folders_without_a_writable_home_fall_back_to_a_private_one() -> None:
+    """A service account (HOME unwritable) whose lock and cache folders another user took.
+
+    The session runs as nobody where an interpreter of this Python is open to it; elsewhere
+    (a Python under /root) it runs as root, with HOME where nobody may create anything.
+    """
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a session as another user and plant folders for it")
+    interpreter = _interpreter_for_nobody()
+    user, planter = (65534, 0) if interpreter else (0, 65534)
+    home = "/nonexistent" if interpreter else "/proc/nonexistent"
+    world = Path(tempfile.mkdtemp(prefix="pytest-services-test-"))
+    try:
+        world.chmod(0o755)
+        shm, tmp, project = world / "shm", world / "tmp", world / "project"
+        for folder in (shm, tmp, project):
+            folder.mkdir()
+        shm.chmod(0o1777)
+        tmp.chmod(0o1777)
+        for name in (f"pytest-services-locks-{user}", f"pytest-services-cache-{user}"):
+            (shm / name).mkdir(mode=0o700)
+            os.chown(shm / name, planter, planter)
+        (project / "conftest.py").write_text(
+            f"from pytest_services import folders\nfolders.SHM = {str(shm)!r}\n"
+        )
+        (project / "test_account.py").write_text(
+            textwrap.dedent(
+                f"""
+                import os
+                from pytest_services._db.mysql import server as _mysql_server
+
+                def test_sessions_still_work(lock_dir, port_getter, memory_root_dir):
+                    assert os.path.dirname(lock_dir) == {str(tmp)!r}
+                    assert os.stat(lock_dir).st_uid == os.getuid() == {user}
+                    assert port_getter() and port_getter()
+                    cache = _mysql_server.cache_root(memory_root_dir)
+                    assert os.path.dirname(cache) == {str(tmp)!r} and cache != lock_dir
+                    assert _mysql_server.cache_root(memory_root_dir) == cache  # one per process
+                    with open(os.path.join(lock_dir, "leftover"), "w"):
+                        pass
+                """
+            )
+        )
+        packages = [str(Path(folders.__file__).parents[1]), *site.getsitepackages()]
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": home,
+            "TMPDIR": str(tmp),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": os.pathsep.join(packages),
+        }
+        command = [*(interpreter or [sys.executable]), "-m", "pytest", "-p", "no:cacheprovider"]
+        result = subprocess.run(
+            [*command, "-p", "no:xdist", "-W", "always", "-rA"],
+            cwd=project,
+            env=env,
+            user=user,
+            group=user,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        for name in ("locks", "cache"):
+            warning = re.search(
+                rf"FolderWarning: The folder {shm}/pytest-services-{name}-{user} belongs to "
+                rf"uid {planter}, not to you \(uid {user}\); remove it or use another location\. "
+                rf"Cannot create the folder {home}/\.cache/pytest-services/{name}: [^.]+\. "
+                r"Using (\S+) instead, for this process only: ",
+                output,
+            )
+            assert warning, output
+            assert warning.group(1).startswith(f"{tmp}/pytest-services-{name}-")
+        assert "other sessions of yours lock elsewhere" in output
+        # Private to the session: removed with it, whatever was left inside.
+        assert sorted(os.listdir(tmp)) == [], output
+    finally:
+        shutil.rmtree(world)

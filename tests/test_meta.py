@@ -110,7 +110,8 @@ PUBLIC = {
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
         FolderError FolderWarning KeeperError LockError LockWarning MySQLError
         MySQLInitError ProtocolError PytestServicesError PytestServicesWarning ReplyError
-        ServiceError ServiceStartError ServicesWarning SharedServiceError XvfbError XwdError
+        ServiceError ServiceStartError ServicesWarning SharedServiceError StartTimedOut
+        XvfbError XwdError
     """,
     "folders": """
         FolderError FolderWarning MAX_SOCKET_PATH StrPath base_dir default_lock_dir

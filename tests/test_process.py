@@ -592,10 +592,10 @@ marker, log_dir = sys.argv[1], sys.argv[2]
 _reaper.start()
 watch = _reaper.watch
 
-def late_watch(pgid):
+def late_watch(pgid, tag=None):
     pathlib.Path(marker).touch()
     time.sleep(60)
-    watch(pgid)
+    watch(pgid, tag)
 
 _reaper.watch = late_watch
 start_service("sleep", ["617.25"], log_dir=log_dir)
@@ -637,3 +637,153 @@ def test_bounded_checkers_are_called_directly_others_on_a_thread(tmp_path: Path)
     for checker in (plain, quick):
         start_service("sleep", ["60"], checker=checker, log_dir=tmp_path, grace=0).stop()
     assert threads == {"plain": "checker", "quick": threading.current_thread().name}
+
+
+def test_repr_and_args_show_the_services_own_command(tmp_path: Path) -> None:
+    proc = start_service("sleep", ["60"], checker=lambda: True, log_dir=tmp_path)
+    try:
+        assert proc.args == [proc.command[0], "60"]
+        assert repr(proc) == f"<ServiceProcess: returncode: None args: {proc.command!r}>"
+        assert "/bin/sh" not in repr(proc) and "read _" not in repr(proc)
+    finally:
+        proc.stop(grace=0.2)
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["bounded", "on-a-thread"])
+@pytest.mark.parametrize("error", [ValueError("bad literal"), KeyError("port")], ids=repr)
+def test_a_checker_raising_is_a_start_error_naming_the_service(
+    tmp_path: Path, threaded: bool, error: Exception
+) -> None:
+    log = tmp_path / "logs" / "python.log"
+
+    def parse_status() -> bool:
+        if log.stat().st_size == 0:
+            return False  # nothing printed yet: ask again
+        raise error
+
+    if not threaded:
+        bounded(parse_status)
+    code = "print('config loaded', flush=True); import time; time.sleep(60)"
+    with pytest.raises(ServiceStartError) as info:
+        start_service(sys.executable, ["-c", code], checker=parse_status, log_dir=tmp_path / "logs")
+    message = str(info.value)
+    assert info.value.__cause__ is error
+    assert message.startswith(
+        "Service 'python' was not ready: its checker test_a_checker_raising_is_a_start_error_"
+        f"naming_the_service.<locals>.parse_status() raised {type(error).__name__}: {error}"
+    )
+    assert f"  command: {sys.executable} -c " in message
+    assert f"  output: {log}" in message
+    assert "    config loaded" in message
+    assert wait_gone(processes_naming(code, whole_argument=True)) == []
+
+
+# A server whose child daemonises: a new session (so a new process group) and a grandchild
+# that init adopts.  The service itself keeps running.
+DAEMONISING = """
+import os, signal, sys, time
+pidfile = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        if "--ignore-term" in sys.argv:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pidfile + ".tmp", pidfile)
+        while True:
+            time.sleep(1)
+    os._exit(0)
+os.wait()
+while True:
+    time.sleep(1)
+"""
+
+
+def _session_of(pid: int) -> tuple[int, int]:
+    """The process group and session of ``pid``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[2]), int(fields[3])
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["polite", "ignores-SIGTERM"])
+def test_a_daemonised_child_is_stopped_with_its_service(
+    pytester: pytest.Pytester, stubborn: bool
+) -> None:
+    pytester.makepyfile(daemonising=DAEMONISING)
+    daemon_file = pytester.path / "daemon.pid"
+    extra = ["--ignore-term"] if stubborn else []
+    pytester.makepyfile(
+        f"""
+        import os, sys
+
+        def test_daemon(watcher_getter, request):
+            proc = watcher_getter(sys.executable, ["daemonising.py", {str(daemon_file)!r},
+                                  *{extra!r}], checker=lambda: os.path.exists({str(daemon_file)!r}),
+                                  request=request, grace=1)
+            with open({str(daemon_file)!r}) as f:
+                daemon = int(f.read())
+            with open(f"/proc/{{daemon}}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            assert int(fields[2]) != proc.pgid and int(fields[3]) != proc.pgid
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    daemon = int(daemon_file.read_text())
+    try:
+        assert wait_gone([daemon], seconds=15) == [], "the daemonised child outlived its session"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_engine_stops_a_daemonised_child_without_pytest(tmp_path: Path) -> None:
+    script = tmp_path / "daemonising.py"
+    script.write_text(DAEMONISING)
+    daemon_file = tmp_path / "daemon.pid"
+    proc = start_service(
+        sys.executable, [script, daemon_file], checker=daemon_file.exists, log_dir=tmp_path
+    )
+    daemon = int(daemon_file.read_text())
+    try:
+        assert _session_of(daemon)[0] != proc.pgid
+        proc.stop(grace=1)
+        assert wait_gone([daemon], seconds=15) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_daemonised_child_dies_with_a_killed_pytest(
+    pytester: pytest.Pytester, signum: int
+) -> None:
+    pytester.makepyfile(daemonising=DAEMONISING)
+    daemon_file, marker = pytester.path / "daemon.pid", pytester.path / "running"
+    pytester.makepyfile(
+        f"""
+        import os, sys, time
+
+        def test_hold(watcher_getter, request):
+            watcher_getter(sys.executable, ["daemonising.py", {str(daemon_file)!r},
+                           "--ignore-term"], checker=lambda: os.path.exists({str(daemon_file)!r}),
+                           request=request)
+            with open({str(marker)!r}, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(300)
+        """
+    )
+    daemon = 0
+    try:
+        with inner_pytest_holding(pytester, marker) as inner:
+            daemon = int(daemon_file.read_text())
+            assert alive(daemon)
+            inner.send_signal(signum)
+            inner.wait(30)
+            assert wait_gone([daemon], seconds=15) == [], "the daemon outlived a killed pytest"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if daemon:
+                os.kill(daemon, signal.SIGKILL)

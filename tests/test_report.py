@@ -58,7 +58,9 @@ def noisy_teardown(chatty):
 
 RUN = ("-p", "no:xdist", "--run-services")
 SECTION = re.compile(
-    r"^-+ Captured stdout of service '([^']+)' \(pid \d+\) -+\n(.*?)\n(?=[-=_])",
+    r"^-+ Captured stdout of service '([^']+)' \(pid \d+\) -+\n"
+    # A teardown report's sections open with a line naming the service (for JUnit XML).
+    r"(?:--- service '[^']+' \(pid \d+\), log \S+ ---\n)?(.*?)\n+(?=[-=_])",
     re.MULTILINE | re.DOTALL,
 )
 
@@ -147,8 +149,8 @@ def test_ini_option_sets_the_line_count_or_turns_sections_off(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "*services_report_lines must be a whole number of lines (0 turns the service "
-            "sections off), not 'many'*"
+            "*services_report_lines must be a whole number of lines written with the digits "
+            "0-9, such as 20 (0 turns the service sections off), not 'many'*"
         ]
     )
 
@@ -269,3 +271,50 @@ def test_sections_and_deaths_reach_the_xdist_controller(
             "test_sections_and_deaths_reach_the_xdist_controller.py::test_kills; log: *.log",
         ]
     )
+
+
+def test_a_line_count_that_is_not_plain_digits_is_a_usage_error(
+    pytester: pytest.Pytester, services: None
+) -> None:
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    for value in ("²", "٣", "-1", "2.5"):
+        pytester.makeini(f"[pytest]\nservices_report_lines = {value}\n")
+        result = pytester.runpytest_subprocess(*RUN)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, value
+        assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+        result.stderr.fnmatch_lines(
+            [
+                "*services_report_lines must be a whole number of lines written with the "
+                f"digits 0-9, such as 20 (0 turns the service sections off), not '{value}'*"
+            ]
+        )
+
+
+def test_junit_xml_names_the_service_of_each_section(
+    pytester: pytest.Pytester, services: None
+) -> None:
+    pytester.makepyfile(
+        """
+        from conftest import say
+
+        def test_fails(chatty, quiet):
+            say(chatty, "chatty speaks")
+            say(quiet, "quiet speaks")
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *RUN, "--junitxml=out.xml", "-o", "junit_logging=system-out"
+    )
+    result.assert_outcomes(failed=1)
+    tree = ET.parse(pytester.path / "out.xml")
+    out = next(tree.iter("testcase")).findtext("system-out") or ""
+    chatty = re.search(r"service 'chatty\.py' \(pid \d+\), log \S+chatty\.py\.log", out)
+    quiet = re.search(r"service 'quiet\.py' \(pid \d+\), log \S+quiet\.py\.log", out)
+    assert chatty and quiet, out
+    assert chatty.start() < out.index("chatty speaks") < quiet.start() < out.index("quiet speaks")
+    # The terminal's sections are named by their titles already: no header repeated there.
+    assert service_sections(result.stdout.str().split("= FAILURES =")[1]) == [
+        ("chatty.py", "chatty.py starting\nchatty speaks"),
+        ("quiet.py", "quiet.py starting\nquiet speaks"),
+    ]

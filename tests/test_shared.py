@@ -257,8 +257,9 @@ def test_waiting_longer_than_timeout_says_who_is_starting(pytester: pytest.Pytes
 
         def test_wait(shared_service):
             if os.environ["PYTEST_XDIST_WORKER"] != "gw0":
-                time.sleep(0.5)  # gw0 asks first
-            assert shared_service("search", start, timeout=2) == 1
+                time.sleep(0.5)  # gw0 asks first, and gives its start function longer
+                assert shared_service("search", start, timeout=2) == 1
+            assert shared_service("search", start, timeout=60) == 1
         """
     )
     result = pytester.runpytest_subprocess("-n", "2", "--dist", "each")
@@ -407,3 +408,129 @@ def test_remote_style_workers_share_it_too(pytester: pytest.Pytester, tmp_path: 
     assert len(lines(folder / "starts")) == 1
     values = [value for worker in seen(folder).values() for value in worker]
     assert len(values) == 6 and all(value == values[0] for value in values)
+
+
+# A start function that starts a server, begins starting a second one that never becomes
+# ready, and hangs there (its own watcher_getter timeout is far away).
+HANGS = """
+    port = port_getter()
+    watcher_getter(sys.executable, [SERVER, str(port)], checker=lambda: ask(port))
+    watcher_getter(sys.executable, [SERVER, str(port_getter())], checker=lambda: False,
+                   timeout=600)
+"""
+
+AFTER_HANG = """
+import sys, time
+from conftest import SERVER
+from proc_support import processes_naming
+
+def test_z_what_start_started_was_stopped():
+    deadline = time.monotonic() + 30
+    while processes_naming(SERVER) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_naming(SERVER) == []
+"""
+
+
+@pytest.mark.parametrize("xdist", [True, False], ids=["xdist", "local"])
+def test_a_start_that_hangs_times_out_once_for_everyone(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    folder = make_suite(pytester, body=HANGS, files=2)
+    conftest = pytester.path / "conftest.py"
+    conftest.write_text(
+        conftest.read_text().replace(
+            'shared_service("search", start)', 'shared_service("search", start, timeout=3)'
+        )
+    )
+    (pytester.path / "proc_support.py").write_text(
+        (Path(__file__).parent / "proc_support.py").read_text()
+    )
+    pytester.makepyfile(test_z_after=AFTER_HANG)
+    args = ["-n", "2", "--dist", "each"] if xdist else ["-p", "no:xdist", "--run-services"]
+    result = pytester.runpytest_subprocess(*args, timeout=300)
+    workers = 2 if xdist else 1
+    result.assert_outcomes(errors=6 * workers, passed=workers)
+    assert len(lines(folder / "starts")) == 1
+    errors = re.findall(
+        r"E +\S*SharedServiceError: (Shared service 'search'.*)", result.stdout.str()
+    )
+    assert len(errors) == 6 * workers
+    assert len(set(errors)) == 1, "tests reported different errors"
+    worker = r"gw\d" if xdist else "local"
+    assert re.fullmatch(
+        rf"Shared service 'search' was not ready after 3 s: its start function, run by worker "
+        rf"{worker} \(pid \d+\), had not returned by then, and what it started was stopped\. "
+        r"If it needs longer, pass a larger timeout: shared_service\('search', start, "
+        r"timeout=\.\.\.\)\.",
+        errors[0],
+    ), errors[0]
+
+
+def test_a_shared_service_that_dies_is_noticed_in_every_worker(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, files=0)
+    pytester.makepyfile(
+        test_death="""
+        import os, signal, time
+        from conftest import FOLDER, ask
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        def test_a_kills_it(search, worker_id):
+            marker = os.path.join(FOLDER, "killed")
+            if search["worker"] == worker_id:
+                assert ask(search["port"]) == search["pid"]
+                os.kill(search["pid"], signal.SIGKILL)
+                open(marker, "w").close()
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(marker) and gone(search["pid"])):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        def test_b_needs_it(search):
+            ask(search["port"])
+
+        def test_c_does_not(worker_id):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=4, errors=2)
+    output = result.stdout.str()
+    assert "ConnectionRefusedError" not in output
+    # The starting worker is the service's parent; the other one watches it through /proc.
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_b_needs_it*",
+            "service 'python*' (pid *) exited with code -9 (SIGKILL) by ??:??:??, *.* s ago, "
+            "during test_death.py::test_a_kills_it; the fixture 'shared_service' that started "
+            "it cannot be used any more.",
+            "*command: *python* *server.py *",
+            "*output: *logs/python*.log",
+            "*last lines of its output:",
+            "*listening on *",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_b_needs_it*",
+            "service 'python*' (pid *) * by ??:??:?? (shared service 'search', started by "
+            "another worker), *.* s ago, during test_death.py::test_a_kills_it; the shared "
+            "services of this run cannot be used any more.",
+            "*command: *python* *server.py *",
+            "*output: *logs/python*.log",
+            "*last lines of its output:",
+            "*listening on *",
+        ]
+    )
+    summary = output.split("services that died before their teardown", 1)[1]
+    logs = re.findall(r"; log: (\S+)", summary)
+    assert len(logs) == 1, summary  # every worker noticed it; the summary names it once
+    assert "listening on" in Path(logs[0]).read_text(), "the log was not kept"
+    assert leftover_folders() == [os.path.basename(Path(logs[0]).parents[1])]
+    assert sorted(os.listdir(Path(logs[0]).parents[1])) == ["logs"]

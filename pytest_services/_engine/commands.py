@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from pytest_services._engine import reaper as _reaper
-from pytest_services._engine.groups import kill_group
+from pytest_services._engine.groups import kill_group, signal_tagged
 from pytest_services._engine.paths import StrPath
 from pytest_services.exceptions import (
     CalledProcessWithOutputError,
@@ -62,9 +64,13 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
     The program is held at a gate until the watchdog has its process group, so a pytest
     killed while starting it leaves nothing running (the gate sees end-of-file and nothing
     is run).  Commands given to a shell, or with their own ``executable``, start ungated.
+    Its environment carries a tag of its own (``process.services_tag``) that marks whatever
+    it spawns, even what leaves its process group, for the watchdog and for stopping it.
     """
     kwargs["start_new_session"] = True
     kwargs.pop("process_group", None)
+    tag = uuid.uuid4().hex
+    kwargs["env"] = _tagged_environment(kwargs.get("env"), tag)
     if isinstance(command, (str, bytes, os.PathLike)):
         command = [command]
     gated = (
@@ -75,7 +81,8 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
     )
     if not gated:
         process = popen(command, **kwargs)
-        _reaper.watch(process.pid)
+        process.services_tag = tag  # type: ignore[attr-defined]
+        _reaper.watch(process.pid, tag)
         _collected(process.pid)
         return process
     gate, opener = os.pipe()
@@ -90,8 +97,9 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
         raise
     finally:
         os.close(gate)
+    process.services_tag = tag  # type: ignore[attr-defined]
     try:
-        _reaper.watch(process.pid)
+        _reaper.watch(process.pid, tag)
         _collected(process.pid)
         os.write(opener, b"go\n")
     finally:
@@ -112,10 +120,21 @@ def check_output(*popenargs: Any, **kwargs: Any) -> tuple[bytes, bytes]:
         output, err = process.communicate()
     finally:
         kill_group(process)  # whatever it left running, or all of it when we were interrupted
+        signal_tagged(process.services_tag, signal.SIGKILL)  # type: ignore[attr-defined]
         _reaper.forget(process.pid)
     if process.returncode:
         raise CalledProcessWithOutputError(process.returncode, command, output, err)
     return output, err
+
+
+def _tagged_environment(env: Any, tag: str) -> dict[Any, Any]:
+    """A copy of ``env`` (by default this process's) with the tag of a new process."""
+    result = dict(os.environ if env is None else env)
+    if any(isinstance(key, bytes) for key in result):
+        result[os.fsencode(_reaper.TAG_VARIABLE)] = tag.encode()
+    else:
+        result[_reaper.TAG_VARIABLE] = tag
+    return result
 
 
 def find_program(

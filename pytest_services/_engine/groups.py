@@ -10,6 +10,7 @@ import subprocess
 import time
 
 from pytest_services._engine.readiness import FIRST_DELAY, MAX_DELAY
+from pytest_services._engine.reaper import tagged_processes
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -34,6 +35,20 @@ def wait_for_group(process: subprocess.Popen, deadline: float) -> None:  # type:
             return
         time.sleep(delay)
         delay = min(delay * 1.5, MAX_DELAY)
+
+
+def signal_tagged(tag: str | None, signum: int) -> list[int]:
+    """Send ``signum`` to every process tagged ``tag``, wherever it went; return them."""
+    pids = tagged_processes({tag}) if tag is not None else []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+    return pids
+
+
+def tagged_alive(tag: str | None) -> bool:
+    """Tell whether a process tagged ``tag`` still runs (zombies do not count)."""
+    return bool(tag and tagged_processes({tag}))  # a zombie's environment reads empty
 
 
 def group_members(pgid: int) -> list[int]:
@@ -74,13 +89,18 @@ def kill_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
         wait_for_group(process, time.monotonic() + 10.0)
 
 
-def stop_groups(groups: list[int], grace: float) -> None:
-    """SIGTERM the process groups (not necessarily ours), and SIGKILL those still alive after
-    ``grace`` seconds."""
+def stop_groups(groups: list[int], grace: float, tags: dict[int, str] | None = None) -> None:
+    """SIGTERM the process groups (not necessarily ours) and what carries their ``tags``, and
+    SIGKILL those still alive after ``grace`` seconds."""
+    tags = tags or {}
     for pgid in groups:
         signal_group(pgid, signal.SIGTERM)
+        signal_tagged(tags.get(pgid), signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(group_alive(pgid) for pgid in groups):
+    while time.monotonic() < deadline and any(
+        group_alive(pgid) or tagged_alive(tags.get(pgid)) for pgid in groups
+    ):
         time.sleep(0.02)
     for pgid in groups:
         signal_group(pgid, signal.SIGKILL)
+        signal_tagged(tags.get(pgid), signal.SIGKILL)

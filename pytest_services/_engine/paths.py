@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import warnings
 from typing import Union
 
+from pytest_services._engine import reaper as _reaper
 from pytest_services.exceptions import FolderError, FolderWarning
 
 StrPath = Union[str, "os.PathLike[str]"]
 
+#: Folder of service logs inside ``base_dir``, and the mark that keeps it after the session.
+LOGS = "logs"
+KEEP_LOGS = ".keep"
 #: Longest unix socket path the kernel accepts (``sun_path`` holds 108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
 
@@ -25,6 +30,9 @@ def shared_user_dir(preferred: str, name: str) -> str:
 
     Every session of the user finds the same thing at ``preferred``, so all of them agree
     on the folder either way; another user can only move it, never make a session fail.
+    Where the home folder cannot hold it either (a service account without a writable
+    ``HOME``), a fresh private folder serves this process alone, and goes with it: the
+    session works, but no longer shares these locks or this cache with the user's others.
     """
     try:
         return private_dir(preferred)
@@ -36,12 +44,38 @@ def shared_user_dir(preferred: str, name: str) -> str:
         if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
             raise
         fallback = os.path.join(os.path.expanduser("~"), ".cache", "pytest-services", name)
+        try:
+            path = private_dir(fallback)
+        except FolderError as home_error:
+            path = _process_dir(preferred, name)
+            warnings.warn(
+                f"{exc} {home_error} Using {path} instead, for this process only: other "
+                "sessions of yours lock elsewhere and build their own caches (ports and X "
+                "displays are still reserved host-wide). Remove the folder, or give HOME a "
+                "writable folder, to share them again.",
+                FolderWarning,
+                stacklevel=2,
+            )
+            return path
         warnings.warn(
             f"{exc} Using {fallback} instead, for every session of yours while it stays.",
             FolderWarning,
             stacklevel=2,
         )
-        return private_dir(fallback)
+        return path
+
+
+#: The last-resort folders of this process, by the place they stand in for.
+_process_dirs: dict[tuple[int, str], str] = {}
+
+
+def _process_dir(preferred: str, name: str) -> str:
+    """A private folder for this process alone, which its watchdog removes when it ends."""
+    key = (os.getpid(), preferred)
+    if key not in _process_dirs:
+        _process_dirs[key] = tempfile.mkdtemp(prefix=f"pytest-services-{name}-")
+        _reaper.watch_folder(_process_dirs[key])
+    return _process_dirs[key]
 
 
 def private_dir(path: StrPath) -> str:

@@ -8,6 +8,11 @@ sends SIGTERM to every group still watched, waits briefly, SIGKILLs them, remove
 still named and exits.  Unlike ``PR_SET_PDEATHSIG`` this reaches grandchildren and survives
 services that change their user.
 
+A process that leaves its group (a daemonising server calls ``setsid()`` and forks) is found
+by its environment: each service runs with ``PYTEST_SERVICES_TAG`` set to a tag of its own,
+which its descendants inherit wherever they move; a group is watched with its tag
+(``+PGID TAG``), and whatever carries the tag is stopped with the group.
+
 A pytest-xdist worker can outlive its controller for as long as its current test runs, so
 a worker also names a *lifeline* (``!PID``, the controller): the watchdog acts when that
 process ends too.
@@ -30,30 +35,33 @@ import time
 
 #: Seconds the watchdog waits between SIGTERM and SIGKILL.
 REAP_GRACE = 1.0
+#: The environment variable that marks every process a service started, wherever it went.
+TAG_VARIABLE = "PYTEST_SERVICES_TAG"
 
 _lock = threading.Lock()
 _watchdog: subprocess.Popen[bytes] | None = None
 _owner_pid: int | None = None
-_watched: set[int] = set()
+_watched: dict[int, str | None] = {}
 _folders: set[str] = set()
 _lifeline: int | None = None
 #: How often the watchdog checks its lifeline where the kernel has no pidfd_open.
 LIFELINE_POLL = 0.25
 
 
-def watch(pgid: int) -> None:
-    """Have the watchdog stop group ``pgid`` if this process dies."""
+def watch(pgid: int, tag: str | None = None) -> None:
+    """Have the watchdog stop group ``pgid``, and the processes tagged ``tag``, if this
+    process dies."""
     with _lock:
         _adopt()
-        _watched.add(pgid)
-        _send(f"+{pgid}\n")
+        _watched[pgid] = tag
+        _send(_watch_line(pgid, tag))
 
 
 def forget(pgid: int) -> None:
     """Tell the watchdog that group ``pgid`` was stopped."""
     with _lock:
         _adopt()
-        _watched.discard(pgid)
+        _watched.pop(pgid, None)
         if _watchdog is not None:
             _send(f"-{pgid}\n")
 
@@ -147,12 +155,50 @@ def _send(line: str) -> None:
         close_fds=True,
     )
     assert _watchdog.stdin is not None
-    state = [f"+{pgid}\n" for pgid in sorted(_watched)]
+    state = [_watch_line(pgid, tag) for pgid, tag in sorted(_watched.items())]
     state += [f"D{path.encode().hex()}\n" for path in sorted(_folders)]
     if _lifeline is not None:
         state.append(f"!{_lifeline}\n")
     _watchdog.stdin.write("".join(state).encode())
     _watchdog.stdin.flush()
+
+
+def _watch_line(pgid: int, tag: str | None) -> str:
+    return f"+{pgid} {tag}\n" if tag else f"+{pgid}\n"
+
+
+def tagged_processes(tags: set[str]) -> list[int]:
+    """The live processes whose environment carries one of ``tags`` (Linux ``/proc``).
+
+    Only those whose environment this process may read are found: its user's, or all as
+    root.
+    """
+    if not tags:
+        return []
+    prefix = f"{TAG_VARIABLE}=".encode()
+    wanted = {tag.encode() for tag in tags}
+    found: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:
+            continue
+        start = data.find(prefix)
+        while start > 0 and data[start - 1] != 0:  # inside another variable: look further
+            start = data.find(prefix, start + 1)
+        if start < 0:
+            continue
+        end = data.find(b"\0", start)
+        if data[start + len(prefix) : end if end >= 0 else None] in wanted:
+            found.append(int(entry))
+    return found
 
 
 def _alive(pgid: int) -> bool:
@@ -165,10 +211,16 @@ def _alive(pgid: int) -> bool:
     return True
 
 
-def _kill_all(groups: set[int], signum: int) -> None:
+def _kill_all(groups: dict[int, str | None], signum: int) -> list[int]:
+    """Signal every group, and every process tagged as theirs; return the tagged ones."""
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signum)
+    escaped = tagged_processes({tag for tag in groups.values() if tag})
+    for pid in escaped:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+    return escaped
 
 
 def _open_lifeline(pid: int) -> int | None:
@@ -180,16 +232,21 @@ def _open_lifeline(pid: int) -> int | None:
 
 
 def _process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs; a zombie nobody reaps counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
-def _watch_until_orphaned(groups: set[int], folders: set[str]) -> None:
+def _watch_until_orphaned(groups: dict[int, str | None], folders: set[str]) -> None:
     """Read commands from stdin until it closes or the lifeline process ends."""
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ, "pipe")
@@ -207,9 +264,10 @@ def _watch_until_orphaned(groups: set[int], folders: set[str]) -> None:
             for line in lines:
                 kind, number = line[:1], line[1:].strip()
                 if kind == b"+":
-                    groups.add(int(number))
+                    pgid, _, tag = number.partition(b" ")
+                    groups[int(pgid)] = tag.decode() or None
                 elif kind == b"-":
-                    groups.discard(int(number))
+                    groups.pop(int(number), None)
                 elif kind == b"D":
                     folders.add(bytes.fromhex(number.decode()).decode())
                 elif kind == b"d":
@@ -225,19 +283,23 @@ def _watch_until_orphaned(groups: set[int], folders: set[str]) -> None:
             return
 
 
+def _any_alive(groups: dict[int, str | None], pids: list[int]) -> bool:
+    return any(_alive(pgid) for pgid in groups) or any(not _process_gone(pid) for pid in pids)
+
+
 def _main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    groups: set[int] = set()
+    groups: dict[int, str | None] = {}
     folders: set[str] = set()
     _watch_until_orphaned(groups, folders)
-    _kill_all(groups, signal.SIGTERM)
+    escaped = _kill_all(groups, signal.SIGTERM)
     deadline = time.monotonic() + REAP_GRACE
-    while time.monotonic() < deadline and any(_alive(pgid) for pgid in groups):
+    while time.monotonic() < deadline and _any_alive(groups, escaped):
         time.sleep(0.02)
-    _kill_all(groups, signal.SIGKILL)
+    escaped = _kill_all(groups, signal.SIGKILL)
     deadline = time.monotonic() + REAP_GRACE
-    while time.monotonic() < deadline and any(_alive(pgid) for pgid in groups):
+    while time.monotonic() < deadline and _any_alive(groups, escaped):
         time.sleep(0.02)  # a dying server may still write into its folder
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
