@@ -28,6 +28,7 @@ from pytest_services.exceptions import (
     CheckerError,
     ServiceError,  # noqa: F401 (importable here since 3.0)
 )
+from pytest_services.process import ServiceProcess
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -40,7 +41,6 @@ __all__ = [
     "tcp",
     "unix_socket",
 ]
-from pytest_services.process import ServiceProcess
 
 #: Longest time, in seconds, that one check may wait for a connection or an answer.
 CALL_TIMEOUT = 0.5
