@@ -105,8 +105,8 @@ PUBLIC = {
     """,
     "exceptions": """
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
-        FolderError FolderWarning KeeperError LockError LockWarning MySQLError
-        MySQLInitError PytestServicesError PytestServicesWarning ServiceError
+        DjangoMigrationError FolderError FolderWarning KeeperError LockError LockWarning
+        MySQLError MySQLInitError PytestServicesError PytestServicesWarning ServiceError
         ServiceStartError ServicesWarning SharedServiceError XvfbError
     """,
     "folders": """
