@@ -452,3 +452,68 @@ def test_a_failing_migration_is_named(project: pytest.Pytester) -> None:
         ["E   *Django's migration things.0003_broken failed in fail "
          "(*things?migrations?0003_broken.py:5): RuntimeError: this migration cannot work"]
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_key_can_leave_out_settings_and_take_more(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = project.runpytest_subprocess
+    _settings(
+        project,
+        f'{{"default": {SQLITE % "db.sqlite3"}}}',
+        "import uuid\nSTAMP = uuid.uuid4().hex\n",
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 2  # a setting that differs between runs: no reuse
+    project.makeini(
+        "[pytest]\nDJANGO_SETTINGS_MODULE = settings\npythonpath = .\nrun_services = true\n"
+        "services_django_db = true\nservices_django_key_ignore =\n    STAMP\n"
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 3
+    project.makeconftest(
+        """
+        import os
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def django_migrations_key(django_migrations_key):
+            return django_migrations_key + os.environ["SEED_VARIANT"]
+        """
+    )
+    monkeypatch.setenv("SEED_VARIANT", "a")
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 4
+    monkeypatch.setenv("SEED_VARIANT", "b")
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 5
+
+
+def test_a_defaults_file_keeps_its_options_but_not_its_server(project: pytest.Pytester) -> None:
+    (project.path / "client.cnf").write_text(
+        "[client]\nhost = 127.0.0.1\nport = 3306\nuser = shop\npassword = secret\n"
+        "init-command = SET @from_file = 5\n"
+    )
+    _settings(
+        project,
+        '{"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop", '
+        '"OPTIONS": {"read_default_file": str(Path(__file__).parent / "client.cnf")}}}',
+        "",
+    )
+    settings = project.path / "settings.py"
+    settings.write_text("from pathlib import Path\n" + settings.read_text())
+    project.makepyfile(
+        test_things="""
+        from django.db import connection
+
+        def test_the_files_init_command(db):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT @from_file, CURRENT_USER()")
+                assert cursor.fetchone() == (5, "root@localhost")
+        """
+    )
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

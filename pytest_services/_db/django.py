@@ -143,18 +143,20 @@ def _migrate_command() -> Any:
 
 
 def _failing_code(exc: BaseException) -> str:
-    """Where the innermost frame outside Django and this package raised ``exc``."""
+    """Where the project's code raised ``exc``: the innermost frame outside Django and this
+    package, preferring one outside installed packages (the database driver...)."""
     import django
 
     ours = (os.path.dirname(django.__file__), os.path.dirname(os.path.dirname(__file__)))
-    where = ""
+    found: dict[bool, str] = {}
     trace = exc.__traceback__
     while trace is not None:
         code = trace.tb_frame.f_code
         if not code.co_filename.startswith(ours):
-            where = f" in {code.co_name} ({code.co_filename}:{trace.tb_lineno})"
+            installed = any(part in code.co_filename for part in ("-packages/", "/lib/python"))
+            found[installed] = f" in {code.co_name} ({code.co_filename}:{trace.tb_lineno})"
         trace = trace.tb_next
-    return where
+    return found.get(False) or found.get(True) or ""
 
 
 def migrate(
