@@ -31,13 +31,7 @@ from pytest_services._db.django import (
     setup_test_databases,
     uses_migrations,
 )
-from pytest_services._db.django_key import (
-    generation,
-    migrations_key,
-    record_generation,
-    settings_digest,
-    with_generation,
-)
+from pytest_services._db.django_key import migrations_key, settings_digest, state_key
 from pytest_services._db.mysql.cache import base_entry
 from pytest_services._db.mysql.django import apply_test_charset, redirect
 from pytest_services._db.mysql.server import MySQLServer, get_server, mysql_cache_dir
@@ -81,16 +75,6 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput[_RUN_INPUT] = node.config.stash[_RUN]
 
 
-def _state_key(key: str, cache: str, rebuild: bool, token: str, record: bool) -> str:
-    """The key of the state to use: ``--create-db`` (``rebuild``) makes this run's
-    ``token`` the state's generation; otherwise the last recorded generation holds."""
-    if rebuild:
-        if record:
-            record_generation(cache, key, token)
-        return with_generation(key, token)
-    return with_generation(key, generation(cache, key))
-
-
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if verbosity(config) < 1:
         return []
@@ -106,7 +90,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except Exception as exc:  # shown, not raised: the fixtures raise it where it matters
         return [f"{head} MariaDB/MySQL, but: {type(exc).__name__}: {exc}"]
     rebuild = bool(config.getvalue("create_db"))
-    init = MySQLInit(key=_state_key(key, cache, rebuild, config.stash[_RUN], record=False))
+    init = MySQLInit(key=state_key(key, cache, rebuild, config.stash[_RUN], record=False))
     state = init.state_key(_DATABASE)
     if rebuild:
         status = "--create-db: rebuilt once in this run"
@@ -161,7 +145,7 @@ def django_mysql_init(
     memory_root_dir: str,
 ) -> MySQLInit:
     """The ``MySQLInit`` that migrates the Django project's default database once."""
-    key = _state_key(
+    key = state_key(
         django_migrations_key,
         mysql_cache_dir(memory_root_dir),
         django_db_createdb,

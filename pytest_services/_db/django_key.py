@@ -39,6 +39,7 @@ __all__ = [
     "record_generation",
     "settings_digest",
     "stable",
+    "state_key",
     "with_generation",
 ]
 
@@ -200,3 +201,14 @@ def with_generation(key: str, token: str) -> str:
     if not token:
         return key
     return hashlib.sha256(f"{key}\0generation {token}".encode()).hexdigest()[:32]
+
+
+def state_key(key: str, cache: str, rebuild: bool, token: str, record: bool = True) -> str:
+    """The key of the state a run uses: with ``rebuild`` (``--create-db``) the run's
+    ``token`` becomes the generation of ``key``'s state (recorded in ``cache`` when
+    ``record``); otherwise the last recorded generation holds."""
+    if rebuild:
+        if record:
+            record_generation(cache, key, token)
+        return with_generation(key, token)
+    return with_generation(key, generation(cache, key))
