@@ -21,6 +21,7 @@ __all__ = [
     "CheckerError",
     "DatabaseError",
     "DatabaseInitError",
+    "DjangoMigrationError",
     "FolderError",
     "FolderWarning",
     "KeeperError",
@@ -123,6 +124,10 @@ class DatabaseError(ServiceError):
 
 class DatabaseInitError(DatabaseError):
     """A loader of a prepared database state failed."""
+
+
+class DjangoMigrationError(DatabaseInitError):
+    """Django's ``migrate`` failed while it prepared a state; the message names the migration."""
 
 
 class MySQLError(DatabaseError):

@@ -157,6 +157,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
     )
     parser.addini(
+        "services_django_key_ignore",
+        "settings left out of the key of services_django_db's migrated state, one a line "
+        "(for settings that differ between runs or workers and decide no migrated row)",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
         "xvfb_listen_tcp",
         "let Xvfb accept (authenticated) TCP clients on 127.0.0.1:6000+N (default true)",
         type="bool",

@@ -54,11 +54,35 @@ from django.db import migrations
 def seed(apps, schema_editor):
     with open(os.environ["MIGRATE_CALLS"], "a") as calls:
         calls.write("seed\\n")
-    apps.get_model("things", "Thing").objects.create(name="seeded")
+    things = apps.get_model("things", "Thing").objects.using(schema_editor.connection.alias)
+    things.create(name="seeded")
 
 class Migration(migrations.Migration):
     dependencies = [("things", "0001_initial")]
     operations = [migrations.RunPython(seed, migrations.RunPython.noop)]
+"""
+
+#: A post_migrate handler like django-guardian's: the rows it creates depend on a setting and
+#: on an environment variable.
+APPS = """
+import os
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def create_named(sender, using, **kwargs):
+    from django.conf import settings
+    from things.models import Thing
+    for name in (getattr(settings, "THING_NAME", ""), os.environ.get("THING_FROM_ENV", "")):
+        if name:
+            Thing.objects.using(using).get_or_create(name=name)
+
+
+class ThingsConfig(AppConfig):
+    name = "things"
+
+    def ready(self):
+        post_migrate.connect(create_named, sender=self)
 """
 
 TESTS = """
@@ -100,9 +124,11 @@ def project(
     monkeypatch.setenv(mysql_module.CACHE_DIR_ENV, str(pytester.path / "cache"))
     monkeypatch.setenv("MIGRATE_CALLS", str(pytester.path / "migrate-calls"))
     monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    monkeypatch.delenv("THING_FROM_ENV", raising=False)
     migrations = pytester.path / "things" / "migrations"
     migrations.mkdir(parents=True)
     (pytester.path / "things" / "__init__.py").write_text("")
+    (pytester.path / "things" / "apps.py").write_text(APPS)
     (migrations / "__init__.py").write_text("")
     (migrations / "0001_initial.py").write_text(INITIAL)
     (migrations / "0002_seed.py").write_text(SEED)
@@ -140,6 +166,17 @@ def test_migrations_run_once_for_every_worker_and_run(project: pytest.Pytester) 
     run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=4)
     run("-p", "no:cacheprovider").assert_outcomes(passed=4)
     assert migrate_calls(project) == 3  # the state was built again: both data migrations ran
+
+
+@pytest.mark.slow
+def test_services_prepare_migrates_once_for_the_runs_after_it(project: pytest.Pytester) -> None:
+    run = project.runpytest_subprocess
+    result = run("-p", "no:cacheprovider", "--services-prepare", "-n", "2")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["MySQL state mariadb-*-state-*: built (*s)", "*no tests ran*"])
+    assert migrate_calls(project) == 1
+    run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 1
 
 
 def test_services_off_is_a_clear_failure(project: pytest.Pytester) -> None:
@@ -197,3 +234,297 @@ def test_the_shop_project_passes_plain_and_under_xdist(
     # The suite ran on MariaDB: its migrated state is in the cache, built once.
     states = [p for p in (pytester.path / "cache" / "mysql").glob("*-state-*") if p.is_dir()]
     assert len(states) == 1
+
+
+def _settings(project: pytest.Pytester, databases: str, extra: str = "") -> None:
+    """Replace the project's ``DATABASES`` (a Python expression) and add ``extra`` lines."""
+    text = SETTINGS.replace(
+        'DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}}',
+        f"DATABASES = {databases}",
+    )
+    (project.path / "settings.py").write_text(text + extra)
+
+
+SQLITE = '{"ENGINE": "django.db.backends.sqlite3", "NAME": "%s"}'
+
+
+def test_a_second_database_alias_is_set_up_beside_the_default(project: pytest.Pytester) -> None:
+    other = SQLITE % "other.sqlite3"
+    _settings(project, f'{{"default": {SQLITE % "db.sqlite3"}, "other": {other}}}')
+    project.makepyfile(
+        test_things="""
+        import pytest
+        from django.db import connections
+        from things.models import Thing
+
+        @pytest.mark.django_db(databases=["default", "other"])
+        def test_both():
+            assert connections["default"].vendor == "mysql"
+            assert connections["other"].vendor == "sqlite"
+            Thing.objects.using("other").create(name="elsewhere")
+            assert list(Thing.objects.values_list("name", flat=True)) == ["seeded"]
+            assert Thing.objects.using("other").filter(name="elsewhere").exists()
+        """
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_mirrors_of_the_default_database_reach_the_test_database(
+    project: pytest.Pytester,
+) -> None:
+    mysql_replica = (
+        '{"ENGINE": "django.db.backends.mysql", "HOST": "127.0.0.1", "PORT": "3306", '
+        '"NAME": "shop", "USER": "shop", "PASSWORD": "secret", '
+        '"OPTIONS": {"init_command": "SET @replica = 7"}, "TEST": {"MIRROR": "default"}}'
+    )
+    _settings(
+        project,
+        f'{{"default": {SQLITE % "db.sqlite3"}, '
+        f'"replica": {{"ENGINE": "django.db.backends.sqlite3", "NAME": "replica.sqlite3", '
+        f'"TEST": {{"MIRROR": "default"}}}}, "mysql_replica": {mysql_replica}}}',
+    )
+    project.makepyfile(
+        test_things="""
+        import pytest
+        from django.db import connections
+        from things.models import Thing
+
+        @pytest.mark.django_db(transaction=True, databases="__all__")
+        def test_mirrors():
+            Thing.objects.create(name="written")
+            for alias in ("replica", "mysql_replica"):
+                assert connections[alias].vendor == "mysql", alias
+                assert Thing.objects.using(alias).filter(name="written").exists(), alias
+            with connections["mysql_replica"].cursor() as cursor:  # its own OPTIONS stay
+                cursor.execute("SELECT @replica")
+                assert cursor.fetchone()[0] == 7
+        """
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert sorted(p.name for p in project.path.glob("pytest_services_test*")) == []
+
+
+def test_the_projects_own_database_options_stay(project: pytest.Pytester) -> None:
+    _settings(
+        project,
+        '{"default": {"ENGINE": "django.db.backends.mysql", "HOST": "127.0.0.1", '
+        '"PORT": "3306", "NAME": "shop", "USER": "shop", "PASSWORD": "secret", '
+        '"OPTIONS": {"init_command": "SET @project_init = 42", '
+        '"isolation_level": "read committed", "sql_mode": "STRICT_ALL_TABLES,NO_ZERO_DATE"}, '
+        '"TEST": {"CHARSET": "latin1", "COLLATION": "latin1_german1_ci"}}}',
+    )
+    project.makepyfile(
+        test_things="""
+        from django.db import connection
+
+        def fetch(sql):
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                return cursor.fetchone()
+
+        def test_options(db):
+            assert connection.settings_dict["HOST"].endswith("mysql.sock")
+            assert fetch("SELECT @project_init") == (42,)
+            assert fetch("SELECT @@SESSION.tx_isolation") == ("READ-COMMITTED",)
+            assert fetch("SELECT @@SESSION.sql_mode") == ("STRICT_ALL_TABLES,NO_ZERO_DATE",)
+            assert fetch(
+                "SELECT default_character_set_name, default_collation_name "
+                "FROM information_schema.schemata WHERE schema_name = DATABASE()"
+            ) == ("latin1", "latin1_german1_ci")
+            assert fetch(
+                "SELECT table_collation FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = 'things_thing'"
+            ) == ("latin1_german1_ci",)
+        """
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+NAMED = """
+import os
+from django.conf import settings
+from things.models import Thing
+
+def test_the_handlers_row(db):
+    Thing.objects.get(name=settings.THING_NAME)
+"""
+
+
+@pytest.mark.slow
+def test_a_setting_that_decides_the_migrated_rows_is_in_the_key(
+    project: pytest.Pytester,
+) -> None:
+    _settings(project, f'{{"default": {SQLITE % "db.sqlite3"}}}', 'THING_NAME = "anonymous"\n')
+    project.makepyfile(test_things=NAMED)
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    _settings(project, f'{{"default": {SQLITE % "db.sqlite3"}}}', 'THING_NAME = "guest"\n')
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--reuse-db")
+    result.assert_outcomes(passed=1)
+    assert migrate_calls(project) == 2
+
+
+FROM_ENV = """
+import os
+import pytest
+from things.models import Thing
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_handlers_row(db, n):
+    names = set(Thing.objects.values_list("name", flat=True))
+    assert names == {"seeded", os.environ["THING_FROM_ENV"]}
+"""
+
+
+@pytest.mark.slow
+def test_create_db_rebuilds_the_state_once_and_later_runs_use_it(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = project.runpytest_subprocess
+    project.makepyfile(test_things=FROM_ENV)
+    monkeypatch.setenv("THING_FROM_ENV", "first")
+    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert migrate_calls(project) == 1
+    monkeypatch.setenv("THING_FROM_ENV", "second")  # not in the key: the state is stale
+    run("-p", "no:cacheprovider").assert_outcomes(failed=2)
+    both = run("-p", "no:cacheprovider", "-n", "2", "--dist", "each", "--create-db")
+    both.assert_outcomes(passed=4)
+    assert migrate_calls(project) == 2  # one rebuild for both workers
+    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    run("-p", "no:cacheprovider", "-n", "2", "--reuse-db").assert_outcomes(passed=2)
+    assert migrate_calls(project) == 2  # later runs use the rebuilt state
+
+
+@pytest.mark.slow
+def test_nomigrations_builds_the_tables_from_the_models(project: pytest.Pytester) -> None:
+    (project.path / "things" / "models.py").write_text(
+        "from django.db import models\n\n\nclass Thing(models.Model):\n"
+        "    name = models.CharField(max_length=50, unique=True)\n"
+        "    size = models.IntegerField(default=0)  # no migration adds it\n"
+    )
+    project.makepyfile(
+        test_things="""
+        from things.models import Thing
+
+        def test_the_models_tables(db):
+            Thing.objects.create(name="big", size=3)
+            assert list(Thing.objects.values_list("name", flat=True)) == ["big"]
+        """
+    )
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider", "--nomigrations").assert_outcomes(passed=1)
+    assert migrate_calls(project) == 0  # no data migration ran
+    migrated = run("-p", "no:cacheprovider")
+    migrated.assert_outcomes(failed=1)
+    migrated.stdout.fnmatch_lines(["*Unknown column*size*"])
+    run("-p", "no:cacheprovider", "--nomigrations").assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_the_header_says_where_the_default_database_went(project: pytest.Pytester) -> None:
+    run = project.runpytest_subprocess
+    first = run("-p", "no:cacheprovider", "-v")
+    first.assert_outcomes(passed=4)
+    first.stdout.fnmatch_lines(
+        [
+            "services django: DATABASES?'default'? is redirected to the session's (each "
+            "pytest-xdist worker's) own MariaDB 1*, over a unix socket",
+            "services django: migrated state ???????????????? (not cached: built on first use)",
+        ]
+    )
+    key = first.stdout.str().split("migrated state ")[1].split()[0]
+    second = run("-p", "no:cacheprovider", "-v")
+    second.stdout.fnmatch_lines([f"services django: migrated state {key} (cached: reused)"])
+    third = run("-p", "no:cacheprovider", "-v", "--create-db")
+    third.stdout.fnmatch_lines(
+        ["services django: migrated state * (--create-db: rebuilt once in this run)"]
+    )
+
+
+BROKEN = """
+from django.db import migrations
+
+def fail(apps, schema_editor):
+    raise RuntimeError("this migration cannot work")
+
+class Migration(migrations.Migration):
+    dependencies = [("things", "0002_seed")]
+    operations = [migrations.RunPython(fail)]
+"""
+
+
+def test_a_failing_migration_is_named(project: pytest.Pytester) -> None:
+    (project.path / "things" / "migrations" / "0003_broken.py").write_text(BROKEN)
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines(
+        ["E   *Django's migration things.0003_broken failed in fail "
+         "(*things?migrations?0003_broken.py:5): RuntimeError: this migration cannot work"]
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_key_can_leave_out_settings_and_take_more(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = project.runpytest_subprocess
+    _settings(
+        project,
+        f'{{"default": {SQLITE % "db.sqlite3"}}}',
+        "import uuid\nSTAMP = uuid.uuid4().hex\n",
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 2  # a setting that differs between runs: no reuse
+    project.makeini(
+        "[pytest]\nDJANGO_SETTINGS_MODULE = settings\npythonpath = .\nrun_services = true\n"
+        "services_django_db = true\nservices_django_key_ignore =\n    STAMP\n"
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 3
+    project.makeconftest(
+        """
+        import os
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def django_migrations_key(django_migrations_key):
+            return django_migrations_key + os.environ["SEED_VARIANT"]
+        """
+    )
+    monkeypatch.setenv("SEED_VARIANT", "a")
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 4
+    monkeypatch.setenv("SEED_VARIANT", "b")
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    run("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrate_calls(project) == 5
+
+
+def test_a_defaults_file_keeps_its_options_but_not_its_server(project: pytest.Pytester) -> None:
+    (project.path / "client.cnf").write_text(
+        "[client]\nhost = 127.0.0.1\nport = 3306\nuser = shop\npassword = secret\n"
+        "init-command = SET @from_file = 5\n"
+    )
+    _settings(
+        project,
+        '{"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop", '
+        '"OPTIONS": {"read_default_file": str(Path(__file__).parent / "client.cnf")}}}',
+        "",
+    )
+    settings = project.path / "settings.py"
+    settings.write_text("from pathlib import Path\n" + settings.read_text())
+    project.makepyfile(
+        test_things="""
+        from django.db import connection
+
+        def test_the_files_init_command(db):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT @from_file, CURRENT_USER()")
+                assert cursor.fetchone() == (5, "root@localhost")
+        """
+    )
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -59,6 +59,7 @@ def _importable(module: str) -> bool:
     short = module.rsplit(".", 1)[-1]
     return short not in _DJANGO_MODULES or importlib.util.find_spec("django") is not None
 
+
 _IMPORT_WITHOUT_PYTEST = """
 import importlib.abc, json, sys
 
@@ -118,10 +119,10 @@ PUBLIC = {
     """,
     "exceptions": """
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
-        FolderError FolderWarning KeeperError LockError LockWarning MySQLError
-        MySQLInitError ProtocolError PytestServicesError PytestServicesWarning ReplyError
-        ServiceError ServiceStartError ServicesWarning SharedServiceError StartTimedOut
-        XvfbError XwdError
+        DjangoMigrationError FolderError FolderWarning KeeperError LockError LockWarning
+        MySQLError MySQLInitError ProtocolError PytestServicesError PytestServicesWarning
+        ReplyError ServiceError ServiceStartError ServicesWarning SharedServiceError
+        StartTimedOut XvfbError XwdError
     """,
     "folders": """
         FolderError FolderWarning MAX_SOCKET_PATH StrPath base_dir default_lock_dir
