@@ -28,6 +28,8 @@ __all__ = [
     "LockWarning",
     "MySQLError",
     "MySQLInitError",
+    "PostgreSQLError",
+    "PostgreSQLInitError",
     "PytestServicesError",
     "PytestServicesWarning",
     "ServiceError",
@@ -115,6 +117,14 @@ class MySQLError(DatabaseError):
 
 class MySQLInitError(MySQLError, DatabaseInitError):
     """A loader of a prepared MySQL state failed."""
+
+
+class PostgreSQLError(DatabaseError):
+    """The PostgreSQL server or its programs are missing, or initialising it failed."""
+
+
+class PostgreSQLInitError(PostgreSQLError, DatabaseInitError):
+    """A loader of a prepared PostgreSQL state failed."""
 
 
 # -- folders, locks and the run's keeper ---------------------------------------------------

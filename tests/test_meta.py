@@ -21,6 +21,7 @@ import pytest_services
 #: and never import one of these.
 FIXTURE_MODULES = {
     "pytest_services._db.mysql.fixtures",
+    "pytest_services._db.postgresql.fixtures",
     "pytest_services._options",
     "pytest_services._report",
     "pytest_services._xdist_compat",
@@ -32,6 +33,7 @@ FIXTURE_MODULES = {
     "pytest_services.memcached",
     "pytest_services.mysql",
     "pytest_services.plugin",
+    "pytest_services.postgresql",
     "pytest_services.service",
     "pytest_services.shared",
     "pytest_services.xvfb",
@@ -106,7 +108,8 @@ PUBLIC = {
     "exceptions": """
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
         FolderError FolderWarning KeeperError LockError LockWarning MySQLError
-        MySQLInitError PytestServicesError PytestServicesWarning ServiceError
+        MySQLInitError PostgreSQLError PostgreSQLInitError PytestServicesError
+        PytestServicesWarning ServiceError
         ServiceStartError ServicesWarning SharedServiceError XvfbError
     """,
     "folders": """
@@ -133,6 +136,12 @@ PUBLIC = {
         mysql_data_dir mysql_database mysql_database_getter mysql_database_name
         mysql_defaults_file mysql_init mysql_pid mysql_socket mysql_system_database
         mysql_watcher quote_identifier
+    """,
+    "postgresql": """
+        PostgreSQLError PostgreSQLInit PostgreSQLInitError hash_files postgresql
+        postgresql_base_dir postgresql_data_dir postgresql_database postgresql_database_getter
+        postgresql_database_name postgresql_dsn postgresql_host postgresql_init
+        postgresql_listen_tcp postgresql_port postgresql_url postgresql_watcher
     """,
     "process": """
         CalledProcessWithOutputError DEFAULT_GRACE FIRST_DELAY MAX_DELAY ServiceError

@@ -32,6 +32,7 @@ __all__ = [
     "hash_files",
     "read_state",
     "statement_at",
+    "statement_ending_at",
     "write_state",
 ]
 
@@ -176,6 +177,23 @@ def statement_at(path: Path, line: int, limit: int = 12) -> str:
         taken.append(text)
         if text.rstrip().endswith(";"):
             break
+    return "\n".join(taken)
+
+
+def statement_ending_at(path: Path, line: int, limit: int = 12) -> str:
+    """The statement of the SQL file ``path`` whose ``;`` is on ``line`` (1-based): where
+    clients that report the end of a statement (``psql``) say it failed."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[max(0, line - limit) : line]
+    except OSError:
+        return ""
+    start = 0
+    for index, text in enumerate(lines[:-1]):
+        if text.rstrip().endswith(";"):
+            start = index + 1
+    taken = lines[start:]
+    while taken and (not taken[0].strip() or taken[0].lstrip().startswith("--")):
+        taken.pop(0)
     return "\n".join(taken)
 
 
