@@ -40,10 +40,12 @@ VACUUM_AFTER = 10000
 #: Milliseconds a reset waits for a lock, or for a connection it ends, before giving up.
 LOCK_WAIT_MS = 5000
 _END_TRANSACTIONS = """
-SELECT (SELECT count(*) FROM pg_stat_activity
-        WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-          AND state <> 'idle' AND pg_terminate_backend(pid, %s)),
-       pg_current_wal_lsn()::text
+SELECT (SELECT count(pg_terminate_backend(pid, %s)) FROM (
+            SELECT pid FROM pg_stat_activity
+            WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+              AND state <> 'idle'
+            OFFSET 0) AS busy),
+       pg_current_wal_insert_lsn()::text
 """
 #: The log's records since a position: the files they wrote, and those that make or drop
 #: databases and files (``description`` then says which).
@@ -151,7 +153,7 @@ class PostgreSQLCleaner:
     def _reset(self, everything: bool = False) -> None:
         control = self._control_connection()
         ended, position = control.execute(
-            _END_TRANSACTIONS, (self.database, LOCK_WAIT_MS)
+            _END_TRANSACTIONS, (LOCK_WAIT_MS, self.database)
         ).fetchone()
         db = self._db_connection()
         if self._databases is None:
@@ -172,7 +174,7 @@ class PostgreSQLCleaner:
                 self._restore_rows(changes.tables | self._unlogged)
             if changes.sequences:
                 self._restore_sequences(db)
-        self._since = control.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        self._since = control.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
 
     def _changes(self, control: Any) -> _Changes:
         """What the log since the last reset says was written."""

@@ -47,8 +47,7 @@ WHERE c.relkind IN ('r', 'm', 'S')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 """
 _SEQUENCES = (
-    "SELECT format('%I.%I', schemaname, sequencename), last_value, start_value "
-    "FROM pg_sequences"
+    "SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_sequences"
 )
 
 

@@ -85,9 +85,7 @@ def _run_sql_file(
         f"--file={path}",
     ]
     try:
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, check=False
-        )
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as exc:
         raise PostgreSQLInitError(f"Cannot run the SQL file {path}: {exc}") from exc
     if result.returncode == 0:
