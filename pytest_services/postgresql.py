@@ -40,7 +40,10 @@ __all__ = [
     "postgresql_watcher",
 ]
 
+import contextlib
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from logging import Logger
 from typing import Any, Callable, Optional
@@ -192,7 +195,7 @@ def postgresql_watcher(
     arguments = server.arguments(
         postgresql_data_dir, postgresql_host, postgresql_port, tcp=postgresql_listen_tcp
     )
-    return watcher_getter(
+    process = watcher_getter(
         server.program("postgres"),
         arguments=arguments,
         kwargs=server_account.popen_kwargs() if server_account else None,
@@ -201,6 +204,17 @@ def postgresql_watcher(
         request=request,
         grace=0,  # the data is thrown away: no clean shutdown needed
     )
+    request.addfinalizer(lambda: _immediate_shutdown(process))  # runs before the stop
+    return process
+
+
+def _immediate_shutdown(process: ServiceProcess) -> None:
+    """Stop the server with its children: they lead process groups of their own, which a
+    stop of the server's group does not reach; on SIGQUIT the server ends them and waits."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGQUIT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=START_TIMEOUT)
 
 
 @pytest.fixture(scope="session")
