@@ -86,15 +86,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def owner_of(pid: int) -> int:
-    """The real uid of process ``pid``."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no Uid line for {pid}")
-
-
 def server_uid() -> int:
     """Who the server runs as: ``postgres`` when the tests run as root, else us."""
     account = pg_server.account()

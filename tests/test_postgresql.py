@@ -16,7 +16,6 @@ from postgresql_support import (
     children_of,
     in_memory,
     needs_server,
-    owner_of,
     report,
     run,
     server_uid,
@@ -172,7 +171,7 @@ def postgresql_listen_tcp():
         from conftest import query
 
         def test_it(postgresql, postgresql_port, postgresql_database, report):
-            dsn = f"host=127.0.0.1 port={postgresql_port} user=postgres dbname={postgresql_database}"
+            dsn = f"host=127.0.0.1 port={postgresql_port} user=postgres"
             report["seen"] = query(dsn, "SELECT inet_server_addr()::text")
         """
     )
