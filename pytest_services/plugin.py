@@ -74,6 +74,7 @@ from pytest_services.mysql import (  # noqa: F401
     mysql_watcher,
 )
 from pytest_services.postgresql import (  # noqa: F401
+    _postgresql_address,
     _postgresql_state,
     postgresql,
     postgresql_base_dir,

@@ -63,7 +63,7 @@ from pytest_services._db.postgresql.server import (
     postgresql_cache_dir,
     postmaster_checker,
 )
-from pytest_services._db.prepare import prepare_state_data_dir
+from pytest_services._db.session import prepare_for_session
 from pytest_services._db.state import State, hash_files
 from pytest_services._engine.account import open_to
 from pytest_services._engine.paths import private_dir, socket_path
@@ -177,20 +177,10 @@ def postgresql_watcher(
         server_account,
         services_log,
     )
-    logs = folders.log_dir(request.getfixturevalue("base_dir"))
-    try:
-        _postgresql_state["state"] = prepare_state_data_dir(
-            engine,
-            postgresql_init or PostgreSQLInit(),
-            postgresql_database_name,
-            postgresql_data_dir,
-            request.getfixturevalue("run_dir"),
-            logs,
-            services_log,
-        )
-    except BaseException:
-        folders.keep_logs(logs)
-        raise
+    init = postgresql_init or PostgreSQLInit()  # the empty state: made once, copied too
+    _postgresql_state["state"] = prepare_for_session(
+        request, engine, init, postgresql_database_name, postgresql_data_dir, services_log
+    )
     hand_over(server_account, postgresql_data_dir)
     arguments = server.arguments(
         postgresql_data_dir, postgresql_host, postgresql_port, tcp=postgresql_listen_tcp
@@ -265,30 +255,29 @@ def postgresql(
 
 
 @pytest.fixture(scope="session")
-def postgresql_dsn(
+def _postgresql_address(
     postgresql: Optional[ServiceProcess],
     postgresql_host: Optional[str],
     postgresql_port: Optional[int],
     postgresql_database: Optional[str],
-) -> Optional[str]:
-    """libpq connection string of the default database, e.g. for ``psycopg.connect``."""
+) -> Optional[tuple[str, int, str]]:
+    """Socket folder, port and default database of the running server; None without one."""
     if postgresql is None or postgresql_host is None or postgresql_database is None:
         return None
     assert postgresql_port is not None
-    return dsn_of(postgresql_host, postgresql_port, postgresql_database)
+    return postgresql_host, postgresql_port, postgresql_database
 
 
 @pytest.fixture(scope="session")
-def postgresql_url(
-    postgresql: Optional[ServiceProcess],
-    postgresql_host: Optional[str],
-    postgresql_port: Optional[int],
-    postgresql_database: Optional[str],
-) -> Optional[str]:
+def postgresql_dsn(_postgresql_address: Optional[tuple[str, int, str]]) -> Optional[str]:
+    """libpq connection string of the default database, e.g. for ``psycopg.connect``."""
+    return None if _postgresql_address is None else dsn_of(*_postgresql_address)
+
+
+@pytest.fixture(scope="session")
+def postgresql_url(_postgresql_address: Optional[tuple[str, int, str]]) -> Optional[str]:
     """SQLAlchemy URL of the default database over the server's unix socket (psycopg 3)."""
-    if postgresql is None or postgresql_host is None or postgresql_database is None:
+    if _postgresql_address is None:
         return None
-    return (
-        f"postgresql+psycopg://postgres@/{quote(postgresql_database)}"
-        f"?host={quote(postgresql_host)}&port={postgresql_port}"
-    )
+    host, port, database = _postgresql_address
+    return f"postgresql+psycopg://postgres@/{quote(database)}?host={quote(host)}&port={port}"

@@ -22,6 +22,7 @@ import pytest_services
 FIXTURE_MODULES = {
     "pytest_services._db.mysql.fixtures",
     "pytest_services._db.postgresql.fixtures",
+    "pytest_services._db.session",
     "pytest_services._options",
     "pytest_services._report",
     "pytest_services._xdist_compat",

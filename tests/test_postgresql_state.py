@@ -1,4 +1,4 @@
-"""Prepared PostgreSQL states (``postgresql_init``) and the per-test reset (``postgresql_clean``)."""
+"""Prepared PostgreSQL states (``postgresql_init``), and the reset (``postgresql_clean``)."""
 
 from __future__ import annotations
 
@@ -253,7 +253,8 @@ def test_state_is_built_once_for_all_workers_and_runs(
 
 def test_a_failing_sql_file_is_named_with_its_line_and_statement(shop: pytest.Pytester) -> None:
     (shop.path / "schema.sql").write_text(
-        "CREATE TABLE parent (id int);\n-- a comment\nINSERT INTO parent\n  VALUES (1),\n  (2, 3);\n"
+        "CREATE TABLE parent (id int);\n-- a comment\n"
+        "INSERT INTO parent\n  VALUES (1),\n  (2, 3);\n"
     )
     shop.makepyfile("def test_it(postgresql):\n    pass\n")
     result = run(shop)

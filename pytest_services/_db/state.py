@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
 
+from pytest_services._engine.text import indent
 from pytest_services.exceptions import DatabaseInitError
 
 __all__ = [
@@ -118,6 +119,17 @@ class DatabaseInit:
                     material.append(["callable", describe(target), source])
         text = json.dumps(material, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def sql_file_error(
+        self, path: Path, error: str, line: Optional[int] = None, statement: str = ""
+    ) -> DatabaseInitError:
+        """The error of an SQL file that failed: the file, the line, the client's error and
+        the statement, as far as the client told them."""
+        where = f" at line {line}" if line is not None else ""
+        message = f"The SQL file {path} failed{where}: {error}"
+        if statement:
+            message += f"\n  statement:\n{indent(statement)}"
+        return self.error(message)
 
     def run(self, loader: Loader, run_sql: Callable[[Path], None], **where: str) -> None:
         """Run one loader: an SQL file through ``run_sql``, a callable with ``where`` as its

@@ -16,7 +16,6 @@ from pytest_services._db.postgresql.describe import empty_state
 from pytest_services._db.postgresql.prepare import connect
 from pytest_services._db.reset import clean_when_asked, reset
 from pytest_services._db.state import State
-from pytest_services.process import ServiceProcess
 
 #: The fixture whose use means a test talks to the server, for ``do_postgresql_clean``.
 _SERVER = "postgresql_watcher"
@@ -31,19 +30,15 @@ def do_postgresql_clean() -> bool:
 
 @pytest.fixture(scope="session")
 def _postgresql_cleaner(
-    postgresql: Optional[ServiceProcess],
-    postgresql_host: Optional[str],
-    postgresql_port: Optional[int],
-    postgresql_database_name: str,
-    _postgresql_state: dict[str, State],
+    _postgresql_address: Optional[tuple[str, int, str]], _postgresql_state: dict[str, State]
 ) -> Iterator[Optional[PostgreSQLCleaner]]:
     """Resets the default database of this session's server to its prepared state."""
-    if postgresql is None or postgresql_host is None or postgresql_port is None:
+    if _postgresql_address is None:
         yield None
         return
-    host, port = postgresql_host, postgresql_port
-    state = _postgresql_state.get("state") or empty_state(postgresql_database_name)
-    cleaner = PostgreSQLCleaner(lambda database: connect(host, port, database), state)
+    host, port, database = _postgresql_address
+    state = _postgresql_state.get("state") or empty_state(database)
+    cleaner = PostgreSQLCleaner(lambda name: connect(host, port, name), state)
     yield cleaner
     cleaner.close()
 

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 from pytest_services._db.postgresql.server import PostgreSQLServer
 from pytest_services._db.state import DatabaseInit, Loader, statement_ending_at
-from pytest_services._engine.text import indent
 from pytest_services.exceptions import DatabaseInitError, PostgreSQLInitError
 
 __all__ = ["PostgreSQLInit", "dsn_of", "run_loader"]
@@ -64,14 +63,19 @@ def run_loader(
     """Run one loader against ``database``; raise :class:`PostgreSQLInitError`."""
     init.run(
         loader,
-        lambda path: _run_sql_file(server, path, socket_dir, port, database),
+        lambda path: _run_sql_file(server, init, path, socket_dir, port, database),
         dsn=dsn_of(socket_dir, port, database),
         database=database,
     )
 
 
 def _run_sql_file(
-    server: PostgreSQLServer, path: Path, socket_dir: str, port: int, database: str
+    server: PostgreSQLServer,
+    init: DatabaseInit,
+    path: Path,
+    socket_dir: str,
+    port: int,
+    database: str,
 ) -> None:
     command = [
         server.program("psql"),
@@ -87,16 +91,14 @@ def _run_sql_file(
     try:
         result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as exc:
-        raise PostgreSQLInitError(f"Cannot run the SQL file {path}: {exc}") from exc
+        raise init.error(f"Cannot run the SQL file {path}: {exc}") from exc
     if result.returncode == 0:
         return
     output = result.stderr.decode(errors="replace").strip()
     match = _AT_LINE.search(output)
     if match is None:
-        raise PostgreSQLInitError(f"The SQL file {path} failed: {output}")
+        raise init.sql_file_error(path, output)
     line = int(match.group(1))
-    message = [f"The SQL file {path} failed at line {line}: ERROR: {match.group(2)}"]
-    statement = statement_ending_at(path, line)
-    if statement:
-        message.append(f"  statement:\n{indent(statement)}")
-    raise PostgreSQLInitError("\n".join(message))
+    raise init.sql_file_error(
+        path, f"ERROR: {match.group(2)}", line, statement_ending_at(path, line)
+    )
