@@ -20,6 +20,7 @@ Nothing of this is in the default database: no trigger, function, schema or exte
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -30,6 +31,7 @@ from pytest_services._db.postgresql.describe import (
     sequences,
 )
 from pytest_services._db.state import State
+from pytest_services.exceptions import PostgreSQLError
 
 __all__ = ["PostgreSQLCleaner"]
 
@@ -37,16 +39,23 @@ __all__ = ["PostgreSQLCleaner"]
 MAX_CACHED_ROWS = 256 * 1024 * 1024
 #: A table is vacuumed once the resets deleted this many rows of it: dead rows would pile up.
 VACUUM_AFTER = 10000
-#: Milliseconds a reset waits for a lock, or for a connection it ends, before giving up.
+#: Milliseconds a reset waits for a lock, or for the connections it ends, before giving up.
 LOCK_WAIT_MS = 5000
-_END_TRANSACTIONS = """
-SELECT (SELECT count(pg_terminate_backend(pid, %s)) FROM (
-            SELECT pid FROM pg_stat_activity
-            WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-              AND state <> 'idle'
-            OFFSET 0) AS busy),
+#: The other connections to the default database that are in a transaction (or running a
+#: statement), and where the log ends.
+_BUSY = """
+SELECT array(SELECT pid FROM pg_stat_activity
+             WHERE datname = %s AND pid <> pg_backend_pid()
+               AND backend_type = 'client backend' AND state <> 'idle'),
        pg_current_wal_insert_lsn()::text
 """
+#: The connections to the databases named.
+_CONNECTED = """
+SELECT array(SELECT pid FROM pg_stat_activity
+             WHERE datname = ANY(%s) AND pid <> pg_backend_pid())
+"""
+_TERMINATE = "SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS ended (pid)"
+_GONE = "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = ANY(%s::int[]))"
 #: The log's records since a position: the files they wrote, and those that make or drop
 #: databases and files (``description`` then says which).
 _RECORDS = r"""
@@ -152,15 +161,15 @@ class PostgreSQLCleaner:
 
     def _reset(self, everything: bool = False) -> None:
         control = self._control_connection()
-        ended, position = control.execute(
-            _END_TRANSACTIONS, (LOCK_WAIT_MS, self.database)
-        ).fetchone()
+        busy, position = control.execute(_BUSY, (self.database,)).fetchone()
+        if busy:  # they roll back
+            self._end_connections(control, busy)
         db = self._db_connection()
         if self._databases is None:
             self._databases = {
                 name for (name,) in control.execute("SELECT datname FROM pg_database")
             }
-        if position == self._since and not ended and not everything:
+        if position == self._since and not busy and not everything:
             if self._unlogged:
                 self._restore_rows(self._unlogged)
             return
@@ -214,6 +223,19 @@ class PostgreSQLCleaner:
                     changes.tables.add(relation[1])
         return changes
 
+    def _end_connections(self, control: Any, pids: list[int]) -> None:
+        """End the connections of ``pids``, and wait until they are gone: the server's own
+        wait (``pg_terminate_backend(pid, timeout)``) looks every 100 ms."""
+        control.execute(_TERMINATE, (pids,))
+        deadline = time.monotonic() + LOCK_WAIT_MS / 1000
+        while not control.execute(_GONE, (pids,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise PostgreSQLError(
+                    f"The connections {pids} to the test databases did not end within "
+                    f"{LOCK_WAIT_MS} ms of pg_terminate_backend; see the server's log."
+                )
+            time.sleep(0.0005)
+
     def _drop_new_databases(self, control: Any) -> None:
         assert self._databases is not None
         for (name,) in control.execute("SELECT datname FROM pg_database").fetchall():
@@ -228,6 +250,9 @@ class PostgreSQLCleaner:
                 connection.close()
                 setattr(self, name, None)
         db, template = quote(self.database), quote(self.template)
+        (connected,) = control.execute(_CONNECTED, ([self.database, self.template],)).fetchone()
+        if connected:  # or the server waits for them in steps of 100 ms
+            self._end_connections(control, connected)
         control.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         control.execute(f"CREATE DATABASE {db} TEMPLATE {template} STRATEGY FILE_COPY")
         self._deleted.clear()
