@@ -177,7 +177,7 @@ def by_hand(folder: Path, data: Path) -> float:
         for parent, dirs, files in os.walk(target):
             for name in dirs + files:
                 os.lchown(os.path.join(parent, name), account.uid, account.gid)
-        kwargs = account.popen_kwargs()
+        kwargs = account.popen_kwargs(folder)
     os.chmod(target, 0o700)
     process = subprocess.Popen(
         [server.program("postgres"), *server.arguments(str(target), str(run_dir), 5432)],

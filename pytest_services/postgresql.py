@@ -188,7 +188,7 @@ def postgresql_watcher(
     process = watcher_getter(
         server.program("postgres"),
         arguments=arguments,
-        kwargs=server_account.popen_kwargs() if server_account else None,
+        kwargs=server_account.popen_kwargs(postgresql_base_dir) if server_account else None,
         checker=postmaster_checker(postgresql_data_dir),
         timeout=START_TIMEOUT,
         request=request,

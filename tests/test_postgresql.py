@@ -326,3 +326,29 @@ def test_fixtures_are_listed_with_docstrings(pytester: pytest.Pytester) -> None:
     for name in FIXTURES:
         assert f"\n{name} [session scope]" in text, name
     result.stdout.fnmatch_lines(["postgresql_clean -- *", "    Put the default database *"])
+
+
+def test_a_server_that_died_is_noticed_at_the_next_setup(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import os, signal, time
+
+        def test_kill(postgresql):
+            os.kill(postgresql.pid, signal.SIGKILL)
+            while os.waitpid(postgresql.pid, os.WNOHANG) == (0, 0):
+                time.sleep(0.01)
+            postgresql.returncode = -9
+
+        def test_next(postgresql):
+            pass
+        """
+    )
+    result = run(inner)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_next*",
+            "service 'postgres' (pid *) exited with code -9 (SIGKILL)*during*test_kill*",
+            "*database system is ready to accept connections",
+        ]
+    )

@@ -28,9 +28,10 @@ class ServiceAccount:
     uid: int
     gid: int
 
-    def popen_kwargs(self) -> dict[str, Any]:
-        """``Popen`` arguments that start a program as this account, with no extra groups."""
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+    def popen_kwargs(self, cwd: StrPath) -> dict[str, Any]:
+        """``Popen`` arguments that start a program as this account, with no extra groups,
+        in ``cwd`` (a folder it may enter, unlike ours)."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": [], "cwd": cwd}
 
 
 def service_account(name: str, what: str, error: type[ServiceError]) -> Optional[ServiceAccount]:

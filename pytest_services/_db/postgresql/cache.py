@@ -68,7 +68,7 @@ def initialise(
     ]
     options: dict[str, Any] = {"stdin": subprocess.DEVNULL, "cwd": os.path.dirname(target)}
     if account is not None:
-        options.update(account.popen_kwargs())
+        options.update(account.popen_kwargs(os.path.dirname(target)))
     try:
         try:
             check_output(command, **options)

@@ -90,7 +90,7 @@ class PostgreSQLEngine:
             running = os.path.join(self._place, "data")
             _move(data_dir, running)
             os.chown(self._place, self.account.uid, self.account.gid)
-            kwargs = self.account.popen_kwargs()
+            kwargs = self.account.popen_kwargs(self._place)
         cache.hand_over(self.account, running)
         socket_path(self._place, f".s.PGSQL.{PREPARE_PORT}")  # refuse one too long
         return start_service(
