@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from proc_support import alive
 
 from pytest_services._db import cache as cache_module
 from pytest_services._db.postgresql import server as pg_server
@@ -84,6 +90,48 @@ def children_of(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def kill_once_written(pytester: pytest.Pytester, name: str) -> tuple[str, list[int]]:
+    """Run the inner session in a pytest process until it writes the file ``name`` (the
+    pid of a server, a space, anything), SIGKILL that pytest, and return what it wrote and
+    the pids of the server and of its children (which lead process groups of their own)."""
+    written = pytester.path / name
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--run-services", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not written.exists() or not written.read_text():
+            assert process.poll() is None, f"pytest ended before it wrote {name}"
+            assert time.monotonic() < deadline, f"pytest never wrote {name}"
+            time.sleep(0.01)
+        text = written.read_text()
+        server = int(text.split()[0])
+        group = [server, *children_of(server)]
+        assert len(group) > 2, "the server and its workers"
+    finally:
+        process.kill()
+        process.wait()
+    return text, group
+
+
+def left_alive(pids: list[int], folder: str = "") -> list[int]:
+    """The processes of ``pids`` still alive after waiting 15 s for them (and for ``folder``
+    to be gone); those are killed, so that nothing hangs around after a failure."""
+    deadline = time.monotonic() + 15
+    while any(map(alive, pids)) or (folder and os.path.exists(folder)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    left = [pid for pid in pids if alive(pid)]
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def server_uid() -> int:

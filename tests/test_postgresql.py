@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from postgresql_support import (
     REPORTER,
-    children_of,
     in_memory,
+    kill_once_written,
+    left_alive,
     needs_server,
     report,
     run,
@@ -218,32 +216,9 @@ def test_killed_pytest_leaves_no_server(inner: pytest.Pytester) -> None:
             time.sleep(600)
         """
     )
-    pytest_process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--run-services", "-p", "no:cacheprovider"],
-        cwd=inner.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    written = inner.path / "server.txt"
-    try:
-        deadline = time.monotonic() + 60
-        while not written.exists() or not written.read_text():
-            assert pytest_process.poll() is None, "pytest ended before the server started"
-            assert time.monotonic() < deadline, "the server never started"
-            time.sleep(0.01)
-        pid_text, base = written.read_text().split(" ", 1)
-        group = [int(pid_text), *children_of(int(pid_text))]
-        assert len(group) > 2, "the server and its workers"
-    finally:
-        pytest_process.kill()
-        pytest_process.wait()
-    deadline = time.monotonic() + 15
-    while (any(map(alive, group)) or os.path.exists(base)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = [pid for pid in group if alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == []
+    text, group = kill_once_written(inner, "server.txt")
+    base = text.split(" ", 1)[1]
+    assert left_alive(group, base) == []
     assert not os.path.exists(base)
 
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from postgresql_support import (
     REPORTER,
-    children_of,
     in_memory,
+    kill_once_written,
+    left_alive,
     needs_server,
     report,
     run,
     use_cache,
 )
-from proc_support import alive
 
 from pytest_services.postgresql import PostgreSQLInit
 
@@ -319,29 +316,8 @@ def postgresql_init():
 """
     )
     shop.makepyfile("def test_it(postgresql):\n    pass\n")
-    inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--run-services", "-p", "no:cacheprovider"],
-        cwd=shop.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    written = shop.path / "server.txt"
-    try:
-        deadline = time.monotonic() + 60
-        while not written.exists() or not written.read_text():
-            assert inner.poll() is None, "pytest ended before the loader ran"
-            assert time.monotonic() < deadline, "the loader never ran"
-            time.sleep(0.01)
-        postmaster = int(written.read_text())
-        group = [postmaster, *children_of(postmaster)]
-        assert len(group) > 2, "the server and its workers"
-    finally:
-        inner.kill()
-        inner.wait()
-    deadline = time.monotonic() + 15
-    while any(map(alive, group)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [pid for pid in group if alive(pid)] == []
+    _text, group = kill_once_written(shop, "server.txt")
+    assert left_alive(group) == []
 
 
 def test_clean_without_init_empties_the_database(shop: pytest.Pytester) -> None:
