@@ -62,6 +62,7 @@ from pytest_services._db.postgresql.server import (
     get_server,
     postgresql_cache_dir,
     postmaster_checker,
+    remove_leftover_memory,
 )
 from pytest_services._db.session import prepare_for_session
 from pytest_services._db.state import State, hash_files
@@ -182,6 +183,7 @@ def postgresql_watcher(
         request, engine, init, postgresql_database_name, postgresql_data_dir, services_log
     )
     hand_over(server_account, postgresql_data_dir)
+    data_dir = postgresql_data_dir
     arguments = server.arguments(
         postgresql_data_dir, postgresql_host, postgresql_port, tcp=postgresql_listen_tcp
     )
@@ -194,17 +196,18 @@ def postgresql_watcher(
         request=request,
         grace=0,  # the data is thrown away: no clean shutdown needed
     )
-    request.addfinalizer(lambda: _immediate_shutdown(process))  # runs before the stop
+    request.addfinalizer(lambda: _immediate_shutdown(process, data_dir))  # before the stop
     return process
 
 
-def _immediate_shutdown(process: ServiceProcess) -> None:
+def _immediate_shutdown(process: ServiceProcess, data_dir: str) -> None:
     """Stop the server with its children: they lead process groups of their own, which a
     stop of the server's group does not reach; on SIGQUIT the server ends them and waits."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(process.pid, signal.SIGQUIT)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=START_TIMEOUT)
+    remove_leftover_memory(data_dir)  # when it had died
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,8 @@ def test_server_runs_on_a_socket_only_and_clients_connect(inner: pytest.Pytester
                 report["settings"] = {
                     name: connection.execute(f"SHOW {name}").fetchone()[0]
                     for name in ("listen_addresses", "fsync", "data_directory",
-                                 "unix_socket_directories", "port", "config_file")
+                                 "unix_socket_directories", "port", "config_file",
+                                 "dynamic_shared_memory_type")
                 }
             engine = sqlalchemy.create_engine(postgresql_url)
             with engine.connect() as connection:
@@ -99,6 +100,7 @@ def test_server_runs_on_a_socket_only_and_clients_connect(inner: pytest.Pytester
     settings = seen["settings"]
     assert settings["listen_addresses"] == ""
     assert settings["fsync"] == "off"
+    assert settings["dynamic_shared_memory_type"] == "mmap"  # in the data dir: no leftovers
     assert settings["data_directory"] == seen["data_dir"]
     assert settings["unix_socket_directories"] == seen["host"]
     assert settings["port"] == str(seen["port"])
@@ -308,7 +310,11 @@ def test_a_server_that_died_is_noticed_at_the_next_setup(inner: pytest.Pytester)
         """
         import os, signal, time
 
-        def test_kill(postgresql):
+        def test_kill(postgresql, postgresql_data_dir):
+            with open(f"{postgresql_data_dir}/postmaster.pid") as pid_file:
+                shmid = pid_file.read().split("\\n")[6].split()[1]
+            with open("shmid.txt", "w") as out:
+                out.write(shmid)
             os.kill(postgresql.pid, signal.SIGKILL)
             while os.waitpid(postgresql.pid, os.WNOHANG) == (0, 0):
                 time.sleep(0.01)
@@ -327,3 +333,7 @@ def test_a_server_that_died_is_noticed_at_the_next_setup(inner: pytest.Pytester)
             "*database system is ready to accept connections",
         ]
     )
+    # The server could not remove its System V segment: the teardown did, once unused.
+    shmid = (inner.path / "shmid.txt").read_text()
+    with open("/proc/sysvipc/shm") as table:
+        assert shmid not in [line.split()[1] for line in table.readlines()[1:]]

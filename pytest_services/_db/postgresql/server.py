@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -35,6 +36,7 @@ __all__ = [
     "get_server",
     "postgresql_cache_dir",
     "postmaster_checker",
+    "remove_leftover_memory",
 ]
 
 BINDIR_ENV = "PYTEST_SERVICES_PG_BINDIR"
@@ -72,7 +74,8 @@ SETTINGS = (
     "datestyle=iso, mdy",
     "lc_messages=C",
     "default_text_search_config=pg_catalog.english",
-    "dynamic_shared_memory_type=posix",
+    # Segments in the data directory, not in /dev/shm: they go with it, even after a SIGKILL.
+    "dynamic_shared_memory_type=mmap",
 )
 
 
@@ -198,3 +201,41 @@ def postmaster_checker(data_dir: str) -> Callable[[], bool]:
         return parent == os.getpid()
 
     return postmaster_ready
+
+
+def remove_leftover_memory(data_dir: str, wait: float = 5.0) -> None:
+    """Remove the small System V segment that a server killed on ``data_dir`` left behind,
+    once its children (which notice the death of the server) detached from it; a server
+    that exits cleanly removes it, and its ``postmaster.pid``, itself."""
+    try:
+        with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as pid_file:
+            fields = pid_file.read().split("\n")
+        server, shmid = int(fields[0]), int(fields[6].split()[1])
+    except (OSError, IndexError, ValueError):
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        # Columns: key shmid perms size cpid lpid nattch...: only the server's own.
+        attached = _attached(shmid, server)
+        if attached is None:
+            return
+        if attached == 0:
+            subprocess.run(["ipcrm", "-m", str(shmid)], capture_output=True, check=False)
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
+
+
+def _attached(shmid: int, creator: int) -> Optional[int]:
+    """How many processes are attached to segment ``shmid`` made by ``creator``; None if
+    there is no such segment."""
+    try:
+        with open("/proc/sysvipc/shm", encoding="utf-8") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+    except OSError:
+        return None
+    for row in rows:
+        if int(row[1]) == shmid and int(row[4]) == creator:
+            return int(row[6])
+    return None
