@@ -29,6 +29,8 @@ __all__ = [
     "LockWarning",
     "MySQLError",
     "MySQLInitError",
+    "PostgreSQLError",
+    "PostgreSQLInitError",
     "ProtocolError",
     "PytestServicesError",
     "PytestServicesWarning",
@@ -136,6 +138,14 @@ class MySQLError(DatabaseError):
 
 class MySQLInitError(MySQLError, DatabaseInitError):
     """A loader of a prepared MySQL state failed."""
+
+
+class PostgreSQLError(DatabaseError):
+    """The PostgreSQL server or its programs are missing, or initialising it failed."""
+
+
+class PostgreSQLInitError(PostgreSQLError, DatabaseInitError):
+    """A loader of a prepared PostgreSQL state failed."""
 
 
 # -- folders, locks and the run's keeper ---------------------------------------------------

@@ -28,7 +28,6 @@ from urllib.parse import quote
 
 import pytest
 
-from pytest_services import folders
 from pytest_services._db.mysql.cache import prepare_data_dir
 from pytest_services._db.mysql.init import MySQLInit
 from pytest_services._db.mysql.prepare import MySQLEngine
@@ -38,7 +37,8 @@ from pytest_services._db.mysql.server import (
     get_server,
     mysql_cache_dir,
 )
-from pytest_services._db.prepare import prepare_state_data_dir
+from pytest_services._db.prepare import prepare_state_data_dir  # noqa: F401 - its old home
+from pytest_services._db.session import prepare_for_session
 from pytest_services._db.state import State, hash_files
 from pytest_services._engine.paths import (
     private_dir,
@@ -50,7 +50,7 @@ from pytest_services.exceptions import (
     MySQLInitError,
 )
 from pytest_services.process import ServiceProcess
-from pytest_services.service import WatcherGetter, get_run_id
+from pytest_services.service import WatcherGetter
 
 __all__ = [
     "MySQLError",
@@ -180,21 +180,10 @@ def mysql_watcher(
     else:
         if not isinstance(mysql_init, MySQLInit):
             raise TypeError(f"mysql_init must return a MySQLInit or None, not {mysql_init!r}.")
-        logs = folders.log_dir(request.getfixturevalue("base_dir"))
-        try:
-            _mysql_state["state"] = prepare_state_data_dir(
-                MySQLEngine(server, cache, services_log),
-                mysql_init,
-                mysql_database_name,
-                mysql_data_dir,
-                request.getfixturevalue("run_dir"),
-                logs,
-                services_log,
-                get_run_id(request.config),
-            )
-        except BaseException:
-            folders.keep_logs(logs)
-            raise
+        engine = MySQLEngine(server, cache, services_log)
+        _mysql_state["state"] = prepare_for_session(
+            request, engine, mysql_init, mysql_database_name, mysql_data_dir, services_log
+        )
 
     @bounded  # connect_timeout
     def checker() -> bool:

@@ -16,6 +16,12 @@ from pytest_services._db.mysql.fixtures import (  # noqa: F401
     mysql_clean,
     mysql_url,
 )
+from pytest_services._db.postgresql.fixtures import (  # noqa: F401
+    _postgresql_clean_when_asked,
+    _postgresql_cleaner,
+    do_postgresql_clean,
+    postgresql_clean,
+)
 from pytest_services._engine import reaper as _reaper
 from pytest_services._options import (  # noqa: F401
     parse_display,
@@ -68,6 +74,23 @@ from pytest_services.mysql import (  # noqa: F401
     mysql_socket,
     mysql_system_database,
     mysql_watcher,
+)
+from pytest_services.postgresql import (  # noqa: F401
+    _postgresql_address,
+    _postgresql_state,
+    postgresql,
+    postgresql_base_dir,
+    postgresql_data_dir,
+    postgresql_database,
+    postgresql_database_getter,
+    postgresql_database_name,
+    postgresql_dsn,
+    postgresql_host,
+    postgresql_init,
+    postgresql_listen_tcp,
+    postgresql_port,
+    postgresql_url,
+    postgresql_watcher,
 )
 from pytest_services.redis import (  # noqa: F401
     _redis_cleaner,

@@ -16,7 +16,7 @@ venv="${VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 
 packages=(
-    memcached redis-server mariadb-server xvfb xauth x11-utils tzdata
+    memcached redis-server mariadb-server postgresql postgresql-contrib xvfb xauth x11-utils tzdata
     libmemcached-dev libmariadb-dev pkg-config gcc
     # A headed browser and X clients for the Xvfb tests; ImageMagick reads their screenshots.
     chromium chromium-driver x11-apps imagemagick
@@ -51,14 +51,14 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    -e "$root[memcached,mysql,redis,django]" -r "$root/requirements-test.txt"
+    -e "$root[memcached,mysql,postgresql,redis,django]" -r "$root/requirements-test.txt"
 
 # The Django helpers and the pytest-django integration are also tested against Django 4.2 LTS
 # and against the newest release, which may need a newer Python than the main environment has.
 django_venv() {  # django_venv NAME PYTHON REQUIREMENT
     local dir="$root/.venv-$1"
     [[ -x "$dir/bin/python" ]] || "$2" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root[mysql,django]" "$3" \
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root[mysql,postgresql,django]" "$3" \
         pytest pytest-xdist
     "$dir/bin/python" -m pytest tests/test_django_settings.py tests/test_django_db.py -p pytester -q
 }
@@ -84,7 +84,7 @@ oldest_leg() {
     local dir="$root/.venv-oldest" interpreter
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,redis]" \
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,postgresql,redis]" \
         'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*' sqlalchemy selenium
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"

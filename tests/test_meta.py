@@ -22,6 +22,8 @@ import pytest_services
 #: and never import one of these.
 FIXTURE_MODULES = {
     "pytest_services._db.mysql.fixtures",
+    "pytest_services._db.postgresql.fixtures",
+    "pytest_services._db.session",
     "pytest_services._options",
     "pytest_services._prepare_run",
     "pytest_services._report",
@@ -36,6 +38,7 @@ FIXTURE_MODULES = {
     "pytest_services.mysql",
     "pytest_services.plugin",
     "pytest_services.redis",
+    "pytest_services.postgresql",
     "pytest_services.service",
     "pytest_services.shared",
     "pytest_services.xvfb",
@@ -120,9 +123,9 @@ PUBLIC = {
     "exceptions": """
         CalledProcessWithOutputError CheckerError DatabaseError DatabaseInitError
         DjangoMigrationError FolderError FolderWarning KeeperError LockError LockWarning
-        MySQLError MySQLInitError ProtocolError PytestServicesError PytestServicesWarning
-        ReplyError ServiceError ServiceStartError ServicesWarning SharedServiceError
-        StartTimedOut XvfbError XwdError
+        MySQLError MySQLInitError PostgreSQLError PostgreSQLInitError ProtocolError
+        PytestServicesError PytestServicesWarning ReplyError ServiceError ServiceStartError
+        ServicesWarning SharedServiceError StartTimedOut XvfbError XwdError
     """,
     "folders": """
         FolderError FolderWarning MAX_SOCKET_PATH StrPath base_dir default_lock_dir
@@ -148,6 +151,13 @@ PUBLIC = {
         mysql_data_dir mysql_database mysql_database_getter mysql_database_name
         mysql_defaults_file mysql_init mysql_pid mysql_socket mysql_system_database
         mysql_watcher quote_identifier
+    """,
+    "postgresql": """
+        PostgreSQLError PostgreSQLInit PostgreSQLInitError hash_files postgresql
+        postgresql_base_dir postgresql_data_dir postgresql_database
+        postgresql_database_getter postgresql_database_name postgresql_dsn postgresql_host
+        postgresql_init postgresql_listen_tcp postgresql_port postgresql_url
+        postgresql_watcher
     """,
     "process": """
         CalledProcessWithOutputError DEFAULT_GRACE FIRST_DELAY MAX_DELAY ServiceError

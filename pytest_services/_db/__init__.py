@@ -3,8 +3,9 @@
 Shared: the cache entry protocol (:mod:`.cache`), prepared states -- their loaders and keys
 (:mod:`.state`) and the pipeline that builds them (:mod:`.prepare`) -- the per-test reset's
 scheduling (:mod:`.reset`) and the pytest-django glue (:mod:`.django`).  An engine
-(:mod:`.mysql`) implements :class:`Engine` and :class:`Cleaner` and says only what is its
-own: binaries, configuration, initialisation, change detection and SQL.
+(:mod:`.mysql`, :mod:`.postgresql`) implements :class:`Engine` and :class:`Cleaner` and
+says only what is its own: binaries, configuration, initialisation, change detection and
+SQL.
 """
 
 from pytest_services._db.cache import CacheEntry

@@ -26,15 +26,18 @@ from logging import Logger
 from typing import Any
 
 from pytest_services._db.sparse import copy_tree, sparsify_tree
+from pytest_services._engine.paths import private_dir, shared_user_dir
 from pytest_services._reserve.lockfiles import try_lock
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "DEFAULT_MAX_MB",
     "KEEP_PER_LINEAGE",
     "MARKER",
     "MAX_MB_ENV",
     "UNUSED_ENTRY_DAYS",
     "CacheEntry",
+    "cache_root",
     "copy_from",
     "discard",
     "entry_files",
@@ -43,6 +46,7 @@ __all__ = [
     "write_marker",
 ]
 
+CACHE_DIR_ENV = "PYTEST_SERVICES_CACHE_DIR"
 MARKER = "complete.json"
 #: Entries unused for this many days are removed when a new entry is built.
 UNUSED_ENTRY_DAYS = 30
@@ -107,6 +111,19 @@ class CacheEntry:
         """Keep the entry from being pruned for another ``UNUSED_ENTRY_DAYS``."""
         with contextlib.suppress(OSError):
             os.utime(self.file(MARKER))
+
+
+def cache_root(memory_root_dir: str) -> str:
+    """The user's cache folder shared by all sessions and servers, created private (0700);
+    each server keeps its entries in a subfolder.
+
+    Relative paths (in ``PYTEST_SERVICES_CACHE_DIR`` too) are taken from the current folder.
+    """
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        return private_dir(os.path.abspath(configured))
+    parent = os.path.abspath(memory_root_dir)
+    return shared_user_dir(os.path.join(parent, f"pytest-services-cache-{os.getuid()}"), "cache")
 
 
 def entry_files(folder: str) -> dict[str, list[int]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
 
+from pytest_services._engine.text import indent
 from pytest_services.exceptions import DatabaseInitError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "hash_files",
     "read_state",
     "statement_at",
+    "statement_ending_at",
     "write_state",
 ]
 
@@ -141,6 +143,17 @@ class DatabaseInit:
         text = json.dumps([type(self).__name__, database, names])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def sql_file_error(
+        self, path: Path, error: str, line: Optional[int] = None, statement: str = ""
+    ) -> DatabaseInitError:
+        """The error of an SQL file that failed: the file, the line, the client's error and
+        the statement, as far as the client told them."""
+        where = f" at line {line}" if line is not None else ""
+        message = f"The SQL file {path} failed{where}: {error}"
+        if statement:
+            message += f"\n  statement:\n{indent(statement)}"
+        return self.error(message)
+
     def run(self, loader: Loader, run_sql: Callable[[Path], None], **where: str) -> None:
         """Run one loader: an SQL file through ``run_sql``, a callable with ``where`` as its
         keyword arguments; a failure is this engine's :attr:`error`, naming the loader."""
@@ -199,6 +212,23 @@ def statement_at(path: Path, line: int, limit: int = 12) -> str:
         taken.append(text)
         if text.rstrip().endswith(";"):
             break
+    return "\n".join(taken)
+
+
+def statement_ending_at(path: Path, line: int, limit: int = 12) -> str:
+    """The statement of the SQL file ``path`` whose ``;`` is on ``line`` (1-based): where
+    clients that report the end of a statement (``psql``) say it failed."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[max(0, line - limit) : line]
+    except OSError:
+        return ""
+    start = 0
+    for index, text in enumerate(lines[:-1]):
+        if text.rstrip().endswith(";"):
+            start = index + 1
+    taken = lines[start:]
+    while taken and (not taken[0].strip() or taken[0].lstrip().startswith("--")):
+        taken.pop(0)
     return "\n".join(taken)
 
 

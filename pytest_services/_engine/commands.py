@@ -29,7 +29,10 @@ from pytest_services.exceptions import (
 #: A shell that waits at a gate (a pipe) until the watchdog knows its group, then becomes
 #: the program: ``$0`` and ``$@`` are the command.
 _GATE = 'read _ </proc/self/fd/{fd} && exec "$0" "$@"'
+_STDIN_GATE = 'read _ && exec "$0" "$@" </dev/null'
 _SHELL = "/bin/sh"
+#: Popen arguments that start the program as another user.
+_CHANGES_USER = {"user", "group", "extra_groups"}
 
 Process = TypeVar("Process", bound="subprocess.Popen[Any]")
 
@@ -86,12 +89,17 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
         _collected(process.pid)
         return process
     gate, opener = os.pipe()
-    closing = f" {gate}<&-" if gate <= 9 else ""  # a POSIX shell names descriptors 0 to 9
-    kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), gate)
+    if kwargs.get("stdin") == subprocess.DEVNULL and _CHANGES_USER & kwargs.keys():
+        # A program that changes its user cannot open /proc/self/fd (it is not dumpable):
+        # the gate is its standard input, /dev/null again once it passed.
+        script = _STDIN_GATE
+        kwargs["stdin"] = gate
+    else:
+        closing = f" {gate}<&-" if gate <= 9 else ""  # a POSIX shell names descriptors 0 to 9
+        script = _GATE.format(fd=gate) + closing
+        kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), gate)
     try:
-        process = popen(
-            [_SHELL, "-c", _GATE.format(fd=gate) + closing, *map(os.fspath, command)], **kwargs
-        )
+        process = popen([_SHELL, "-c", script, *map(os.fspath, command)], **kwargs)
     except BaseException:
         os.close(opener)
         raise

@@ -20,7 +20,6 @@ from pytest_services._db.mysql.server import (
     _require_tool,
 )
 from pytest_services._db.state import DatabaseInit, Loader, statement_at
-from pytest_services._engine.text import indent
 from pytest_services.exceptions import DatabaseInitError, MySQLInitError
 
 _AT_LINE = re.compile(r"^ERROR \d+ \(\w+\) at line (\d+)", re.MULTILINE)
@@ -47,13 +46,15 @@ def run_loader(
     """Run one loader against the server on ``socket``; raise :class:`MySQLInitError`."""
     init.run(
         loader,
-        lambda path: _run_sql_file(server, path, socket, database),
+        lambda path: _run_sql_file(server, init, path, socket, database),
         socket=socket,
         database=database,
     )
 
 
-def _run_sql_file(server: MySQLServer, path: Path, socket: str, database: str) -> None:
+def _run_sql_file(
+    server: MySQLServer, init: MySQLInit, path: Path, socket: str, database: str
+) -> None:
     client = _require_tool(server, ("mariadb", "mysql"))
     command = [client, "--no-defaults", f"--socket={socket}", "--user=root", database]
     try:
@@ -67,9 +68,7 @@ def _run_sql_file(server: MySQLServer, path: Path, socket: str, database: str) -
     match = _AT_LINE.search(output)
     # The client echoes the statement between dashed lines; the ERROR line says it all.
     error = next((line for line in output.splitlines() if line.startswith("ERROR")), output)
-    where = f" at line {match.group(1)}" if match else ""
-    message = [f"The SQL file {path} failed{where}: {error}"]
-    statement = statement_at(path, int(match.group(1))) if match else ""
-    if statement:
-        message.append(f"  statement:\n{indent(statement)}")
-    raise MySQLInitError("\n".join(message))
+    if match is None:
+        raise init.sql_file_error(path, error)
+    line = int(match.group(1))
+    raise init.sql_file_error(path, error, line, statement_at(path, line))

@@ -15,10 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_services._engine.paths import (
-    private_dir,
-    shared_user_dir,
-)
+from pytest_services._db.cache import CACHE_DIR_ENV, cache_root  # noqa: F401 - their old home
+from pytest_services._engine.paths import private_dir
 from pytest_services.exceptions import (
     CalledProcessWithOutputError,
     MySQLError,
@@ -28,7 +26,6 @@ from pytest_services.process import (
     find_program,
 )
 
-CACHE_DIR_ENV = "PYTEST_SERVICES_CACHE_DIR"
 SERVER_ENV = "PYTEST_SERVICES_MYSQLD"
 
 #: Server binaries tried, in this order, when ``PYTEST_SERVICES_MYSQLD`` is not set.
@@ -186,18 +183,6 @@ def _server_version(binary: str, cache_dir: str) -> str:
 
 
 # -- the cache of initialised data directories ---------------------------------------------------
-
-
-def cache_root(memory_root_dir: str) -> str:
-    """The user's cache folder shared by all sessions, created private (mode 0700).
-
-    Relative paths (in ``PYTEST_SERVICES_CACHE_DIR`` too) are taken from the current folder.
-    """
-    configured = os.environ.get(CACHE_DIR_ENV)
-    if configured:
-        return private_dir(os.path.abspath(configured))
-    parent = os.path.abspath(memory_root_dir)
-    return shared_user_dir(os.path.join(parent, f"pytest-services-cache-{os.getuid()}"), "cache")
 
 
 def _digest(text: str) -> str:

@@ -1,0 +1,128 @@
+"""PostgreSQL's part in preparing states: the :class:`PostgreSQLEngine` of the shared pipeline.
+
+Plain code, no pytest.  The pipeline (:mod:`pytest_services._db.prepare`) builds a state
+once per server and key; this module says how PostgreSQL does its part: where its cache
+entries are, how a private server starts on a copy of the base entry (as the server's
+account, in a folder of that account's, when we are root), and how the default database is
+created, filled by the loaders, described and copied into the template database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from logging import Logger
+from typing import Any, Optional
+
+from pytest_services._db.cache import CacheEntry
+from pytest_services._db.postgresql import cache
+from pytest_services._db.postgresql.describe import (
+    CONTROL_DATABASE,
+    fill_template,
+    quote,
+    snapshot,
+)
+from pytest_services._db.postgresql.init import dsn_of, run_loader
+from pytest_services._db.postgresql.server import (
+    START_TIMEOUT,
+    PostgreSQLServer,
+    postmaster_checker,
+)
+from pytest_services._db.sparse import copy_tree
+from pytest_services._db.state import DatabaseInit, Loader, State
+from pytest_services._engine.account import ServiceAccount, chown_tree
+from pytest_services._engine.paths import StrPath, socket_path
+from pytest_services.process import ServiceProcess, start_service
+
+__all__ = ["PREPARE_PORT", "PostgreSQLEngine", "connect"]
+
+#: The port of the preparing server: only its socket's name, in a folder of its own.
+PREPARE_PORT = 5432
+
+
+def connect(socket_dir: str, port: int, database: str) -> Any:
+    """An autocommit psycopg connection to ``database`` as the superuser."""
+    import psycopg
+
+    return psycopg.connect(dsn_of(socket_dir, port, database), autocommit=True)
+
+
+def _move(source: str, target: str) -> None:
+    try:
+        os.rename(source, target)
+    except OSError:  # another file system
+        copy_tree(source, target)
+        shutil.rmtree(source)
+
+
+@dataclass
+class PostgreSQLEngine:
+    """A PostgreSQL installation, its cache folder, and who runs it where, as the pipeline
+    sees them: ``work_dir`` is a folder that ``account`` (we, when None) may use."""
+
+    server: PostgreSQLServer
+    cache: str
+    work_dir: str
+    account: Optional[ServiceAccount]
+    log: Logger
+    name: str = "PostgreSQL"
+    start_timeout: float = START_TIMEOUT
+    _place: str = ""
+    _data_dir: str = ""
+
+    def base_entry(self) -> CacheEntry:
+        return cache.base_entry(self.server, self.cache)
+
+    def base_data_dir(self) -> str:
+        return cache.cached_data_dir(self.server, self.cache, self.work_dir, self.account, self.log)
+
+    def start_preparing(
+        self, build: str, data_dir: str, run_dir: StrPath, log_dir: StrPath
+    ) -> ServiceProcess:
+        # The cache is ours alone: the account gets the copy in a folder of its own.
+        self._place = tempfile.mkdtemp(prefix="prepare-", dir=self.work_dir)
+        self._data_dir = data_dir
+        running = data_dir
+        kwargs: dict[str, Any] = {}
+        if self.account is not None:
+            running = os.path.join(self._place, "data")
+            _move(data_dir, running)
+            os.chown(self._place, self.account.uid, self.account.gid)
+            kwargs = self.account.popen_kwargs(self._place)
+        cache.hand_over(self.account, running)
+        socket_path(self._place, f".s.PGSQL.{PREPARE_PORT}")  # refuse one too long
+        return start_service(
+            self.server.program("postgres"),
+            self.server.arguments(running, self._place, PREPARE_PORT),
+            kwargs,
+            timeout=self.start_timeout,
+            checker=postmaster_checker(running),
+            log_dir=log_dir,
+        )
+
+    def create_database(self, database: str) -> None:
+        with connect(self._place, PREPARE_PORT, CONTROL_DATABASE) as control:
+            control.execute(f"CREATE DATABASE {quote(database)}")
+
+    def run_loader(self, init: DatabaseInit, loader: Loader, database: str) -> None:
+        run_loader(self.server, init, loader, self._place, PREPARE_PORT, database)
+
+    def describe(self, database: str) -> State:
+        with connect(self._place, PREPARE_PORT, database) as filled:
+            state = snapshot(filled, database)
+        with connect(self._place, PREPARE_PORT, CONTROL_DATABASE) as control:
+            fill_template(control, state)
+        return state
+
+    def tidy(self, build: str) -> None:
+        running = os.path.join(self._place, "data")
+        if self.account is not None:
+            _move(running, self._data_dir)
+            chown_tree(self._data_dir, os.getuid(), os.getgid())
+        for name in ("postmaster.opts", "postmaster.pid"):
+            path = os.path.join(self._data_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+        shutil.rmtree(self._place, ignore_errors=True)
