@@ -21,10 +21,13 @@ import pytest_services
 #: and never import one of these.
 FIXTURE_MODULES = {
     "pytest_services._db.mysql.fixtures",
+    "pytest_services._keep_options",
+    "pytest_services._keep_plugin",
     "pytest_services._options",
     "pytest_services._prepare_run",
     "pytest_services._report",
     "pytest_services._screenshot",
+    "pytest_services._shared_call",
     "pytest_services._xdist_compat",
     "pytest_services.django_db",
     "pytest_services.django_settings",
