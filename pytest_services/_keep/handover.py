@@ -18,7 +18,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pytest_services._engine.paths import StrPath
 from pytest_services._reserve import registry as _registry
@@ -86,8 +86,10 @@ def hand_over(
     tables: Sequence[int],
     idle: float,
     grace: float,
-) -> tuple[int, int]:
-    """Start the keeper of ``slot`` for ``processes``; return its pid and start time."""
+    record: Callable[[int, int], None],
+) -> None:
+    """Start the keeper of ``slot`` for ``processes``; ``record(pid, start time)`` of the
+    keeper writes the slot's record, after which the keeper holds the service."""
     pidfds = [_pidfd(process) for process in processes]
     config = {
         "root": root,
@@ -123,19 +125,22 @@ def hand_over(
     assert starter.stdin is not None and starter.stdout is not None
     try:
         starter.stdin.write(json.dumps(config).encode() + b"\n")
-        starter.stdin.close()
+        starter.stdin.flush()
         answer = _read_line(starter.stdout, READY_TIMEOUT).split()
+        if len(answer) != 3 or answer[0] != b"ready":
+            said = b" ".join(answer).decode(errors="replace")
+            raise KeeperError(
+                f"The keeper of a kept service did not start (it said {said!r}); see "
+                f"{os.path.join(slot, 'logs', 'keeper.log')}."
+            )
+        record(int(answer[1]), int(answer[2]))
+        starter.stdin.write(b"recorded\n")  # from now on, a missing record means: stop
     finally:
+        with contextlib.suppress(OSError):
+            starter.stdin.close()  # without "recorded", the keeper stops what it holds
         starter.stdout.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             starter.wait(timeout=READY_TIMEOUT)
-    if len(answer) != 3 or answer[0] != b"ready":
-        said = b" ".join(answer).decode(errors="replace")
-        raise KeeperError(
-            f"The keeper of a kept service did not start (it said {said!r}); see "
-            f"{os.path.join(slot, 'logs', 'keeper.log')}."
-        )
-    return int(answer[1]), int(answer[2])
 
 
 def _read_line(stream: object, timeout: float) -> bytes:

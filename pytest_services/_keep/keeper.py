@@ -35,7 +35,9 @@ from typing import Any
 from pytest_services._engine.reaper import tagged_processes
 from pytest_services._keep import leases, store
 
-#: Seconds within which the run that started the keeper writes its record.
+#: Why a copy ended that the next lookup reports (with the logs kept).
+NOTED = ("service died", "corrupt record")
+#: Seconds within which the run that started the keeper says it wrote its record.
 RECORD_DEADLINE = 60.0
 
 
@@ -86,7 +88,6 @@ class Keeper:
         self.pid = os.getpid()
         self.since = store.process_since(self.pid) or 0
         self.stop_requested = False
-        self._record_seen = False
         self._record_stat: tuple[int, int] | None = None
 
     def run(self) -> str:
@@ -99,7 +100,6 @@ class Keeper:
         selector.register(wake_read, selectors.EVENT_READ, None)
         for service in self.services:
             selector.register(service.fd, selectors.EVENT_READ, service)
-        started = time.monotonic()
         last_used = time.monotonic()
         while True:
             tick = min(1.0, max(0.05, self.idle / 20))
@@ -110,7 +110,7 @@ class Keeper:
                     return f"service died: {key.data.name} (pid {key.data.pid}) ended"
             if self.stop_requested:
                 return "stopped (--services-stop)"
-            problem = self._record_problem(time.monotonic() - started)
+            problem = self._record_problem()
             if problem:
                 return problem
             marks = leases.live_marks(self.root, self.slot)
@@ -124,22 +124,21 @@ class Keeper:
     def _on_term(self, signum: int, frame: object) -> None:
         self.stop_requested = True
 
-    def _record_problem(self, age: float) -> str | None:
+    def _record_problem(self) -> str | None:
         path = os.path.join(self.slot, store.RECORD)
         try:
             info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
-            if self._record_seen:
-                return "record removed"
-            return "no record was written" if age > RECORD_DEADLINE else None
-        self._record_seen = True
+            return "record removed"
         signature = (info.st_ino, info.st_mtime_ns)
         if signature == self._record_stat:
             return None
         self._record_stat = signature
         record, _ = store.read_record(self.slot, self.key)
-        if record is None or (record.keeper_pid, record.keeper_since) != (self.pid, self.since):
-            return "record replaced or corrupt"
+        if record is None:
+            return "corrupt record: discarded"
+        if (record.keeper_pid, record.keeper_since) != (self.pid, self.since):
+            return "record names another keeper"
         return None
 
     def _expire(self) -> bool:
@@ -168,7 +167,7 @@ class Keeper:
         stop(self.services, self.grace)
         self._remove_own_record()
         logs = os.path.join(self.slot, store.LOGS)
-        if reason.startswith("service died"):
+        if reason.startswith(NOTED):
             shutil.rmtree(os.path.join(self.slot, store.DATA), ignore_errors=True)
             shutil.rmtree(os.path.join(self.slot, leases.LEASES), ignore_errors=True)
             store.write_json(self.slot, store.ENDED, {"reason": reason, "logs": logs})
@@ -195,12 +194,16 @@ def main() -> None:
         print("busy", flush=True)
         os._exit(3)
     print(f"ready {keeper.pid} {keeper.since}", flush=True)
+    recorded = select.select([0], [], [], RECORD_DEADLINE)[0] and sys.stdin.readline()
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
     _log(f"keeping {keeper.slot} for {keeper.idle:g} s after its last use")
     try:
-        reason = keeper.run()
+        if recorded != "recorded\n":
+            reason = "the run that started it ended before it recorded it"
+        else:
+            reason = keeper.run()
     except BaseException as exc:  # whatever went wrong, the service must not be left behind
         reason = f"keeper error {type(exc).__name__}: {exc}"
     keeper.finish(reason)

@@ -174,10 +174,9 @@ class KeptServices:
             return None
         if reason is None:
             ended = store.read_ended(slot).get("reason", "")
-            if ended.startswith("service died") or ended == "never became ready":
-                reason = "service died" if ended.startswith("service died") else ended
-            else:
-                reason = self._supersede(name, key) or "no kept service yet"
+            noted = ("service died", "never became ready", "corrupt record: discarded")
+            reason = next((why for why in noted if ended.startswith(why.split(":")[0])), None)
+            reason = reason or self._supersede(name, key) or "no kept service yet"
         return self._start(slot, name, key, concurrent, reason, start)
 
     def _alive(self, slot: str, record: store.Record) -> bool:
@@ -231,16 +230,6 @@ class KeptServices:
                     why = "skipped"
                 self.reports.append(KeptReport(name, key, "not kept", why))
                 return outcome
-            grace = max((p.grace for p in processes), default=5.0)
-            keeper_pid, keeper_since = hand_over(
-                root=self.root,
-                slot=slot,
-                key=key,
-                processes=processes,
-                tables=[ports.table.fd],
-                idle=self.minutes * 60,
-                grace=grace,
-            )
             record = store.Record(
                 key=key,
                 name=name,
@@ -248,13 +237,27 @@ class KeptServices:
                 concurrent=concurrent,
                 created=time.time(),
                 value=outcome["value"],
-                keeper_pid=keeper_pid,
-                keeper_since=keeper_since,
+                keeper_pid=0,
+                keeper_since=0,
                 processes=[_process(p) for p in processes],
                 ports=list(ports.ports),
             )
-            store.write_record(slot, record)
-            leases.mark(slot, self.run_id, self.minutes * 60)
+
+            def write(keeper_pid: int, keeper_since: int) -> None:
+                record.keeper_pid, record.keeper_since = keeper_pid, keeper_since
+                leases.mark(slot, self.run_id, self.minutes * 60)
+                store.write_record(slot, record)
+
+            hand_over(
+                root=self.root,
+                slot=slot,
+                key=key,
+                processes=processes,
+                tables=[ports.table.fd],
+                idle=self.minutes * 60,
+                grace=max((p.grace for p in processes), default=5.0),
+                record=write,
+            )
         except BaseException:
             for process in reversed(processes):
                 process.stop()
