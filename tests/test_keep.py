@@ -174,9 +174,8 @@ def test_a_kept_service_serves_the_next_run_without_starting(
 def test_without_the_option_nothing_is_kept(pytester: pytest.Pytester, keep_dir: Path) -> None:
     folder = make_suite(pytester)
     run(pytester).assert_outcomes(passed=1)
-    assert not alive(seen(folder)[0]["pid"]) or wait_until(
-        lambda: not alive(seen(folder)[0]["pid"]), 30
-    )
+    first = seen(folder)[0]["pid"]
+    assert wait_until(lambda: not alive(first), 30), "a service outlived its run"
     run(pytester).assert_outcomes(passed=1)
     assert len(lines(folder / "starts")) == 2
     assert kept_records(keep_dir) == []
@@ -226,7 +225,6 @@ def test_two_runs_at_once_share_a_service_only_if_it_says_it_can(
     if concurrent:
         assert len(pids) == 1, "a concurrent service was started twice"
         assert len(lines(folder / "starts")) == 1
-        assert sorted(len(leased) for leased in [pids]) == [1]
     else:
         assert len(pids) == 2, "two runs at once were given the same kept service"
         assert len(kept_records(keep_dir)) == 2
