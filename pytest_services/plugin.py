@@ -117,8 +117,9 @@ from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolut
 #: What the header says of a --services-prepare run that was given -n.
 _PREPARE_NOTE = pytest.StashKey[str]()
 
-#: Service sections in failing tests' reports, and services that died: hooks of their own.
-pytest_plugins = ["pytest_services._report"]
+#: Service sections in failing tests' reports, services that died, and kept services
+#: (--services-keep): hooks of their own.
+pytest_plugins = ["pytest_services._report", "pytest_services._keep_plugin"]
 
 
 def _option_with_ini(

@@ -11,43 +11,40 @@ keeper.  The services then live until the controller ends the run, or dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
-import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import pytest
 
 from pytest_services import _remote_services, folders
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.paths import KEEP_LOGS, LOGS, StrPath
+from pytest_services._keep.lookup import KeptServices
+from pytest_services._keep_options import kept_services
 from pytest_services._run_keeper import (
     KeeperClient,
     Outcome,
     RunKeeper,
 )
-from pytest_services._shared_start import Started, call_within
+from pytest_services._shared_call import RunWatcherGetter, StartFunction, call_start, kept_outcome
 from pytest_services.exceptions import (
     KeeperError,
     ServicesWarning,
     SharedServiceError,
-    StartTimedOut,
 )
 from pytest_services.log import get_logger
 from pytest_services.process import (
     ServiceProcess,
 )
 from pytest_services.service import (
-    WatcherGetter,
     get_worker_id,
     is_xdist_worker,
-    set_owner,
 )
 
 __all__ = [
@@ -58,41 +55,19 @@ __all__ = [
 #: The key of ``workerinput`` under which the controller names the keeper of the run.
 RUN_KEY = "pytest_services_run"
 
-#: ``start(watcher_getter, port_getter)``: starts the service, returns a JSON-serialisable value.
-StartFunction = Callable[["RunWatcherGetter", Callable[[], int]], Any]
-
 
 class SharedServiceGetter(Protocol):
     """The function returned by the ``shared_service`` fixture."""
 
-    def __call__(self, name: str, start: StartFunction, *, timeout: float = 60) -> Any: ...
-
-
-class RunWatcherGetter(WatcherGetter):
-    """The ``watcher_getter`` a start function gets: what it starts belongs to the run.
-
-    It takes the arguments of the ``watcher_getter`` fixture; ``request`` is ignored, since
-    the services live until the run (outside pytest-xdist: the session) ends.  ``folder`` is
-    a private folder that lives as long, for the services' data.
-    """
-
-    def __init__(self, folder: str, logs: Path) -> None:
-        super().__init__(logs)
-        self.folder = folder
-        self.record = Started()
-        self.started: list[ServiceProcess] = self.record.processes
-
-    def _owner(
-        self, name: StrPath, request: Optional[pytest.FixtureRequest]
-    ) -> Optional[pytest.FixtureRequest]:
-        return None
-
-    def _started(self, process: ServiceProcess, owner: Optional[pytest.FixtureRequest]) -> None:
-        if not self.record.add(process):
-            raise SharedServiceError(
-                f"{process.name!r} was started after its start function timed out; stopped it."
-            )
-        set_owner(process, "shared_service", "session")  # its death refuses what needs it
+    def __call__(
+        self,
+        name: str,
+        start: StartFunction,
+        *,
+        timeout: float = 60,
+        key: object = None,
+        concurrent: bool = False,
+    ) -> Any: ...
 
 
 class SharedServices:
@@ -111,8 +86,10 @@ class SharedServices:
         base_dir: str,
         lock_dir: str,
         port_getter: Callable[[], int],
+        kept: KeptServices | None = None,
     ) -> None:
         self._keeper = keeper
+        self._kept = kept
         self._worker = f"{worker} (pid {os.getpid()})"
         self._root_dir = os.fspath(root_dir)
         self._base_dir = base_dir
@@ -122,19 +99,27 @@ class SharedServices:
         self._causes: dict[str, BaseException] = {}
         self._own: list[ServiceProcess] = []
 
-    def get(self, name: str, start: StartFunction, timeout: float = 60) -> Any:
+    def get(
+        self,
+        name: str,
+        start: StartFunction,
+        timeout: float = 60,
+        key: object = None,
+        concurrent: bool = False,
+    ) -> Any:
         """The value of shared service ``name``, running ``start`` if nobody has yet."""
         outcome = self._outcomes.get(name)
+        keep = (self._kept, key, concurrent, self._worker, self._causes)
         if outcome is None:
             if self._keeper is None:
-                folder = tempfile.mkdtemp(prefix="shared-", dir=self._base_dir)
-                getter = RunWatcherGetter(folder, folders.log_dir(self._base_dir))
-                outcome, started = self._run(name, start, getter, self._port_getter, timeout)
-                self._own.extend(started)
+                outcome = kept_outcome(name, start, timeout, *keep)
+                if outcome is None:  # not kept: this process's own
+                    outcome = self._start_here(name, start, timeout)
             else:
                 outcome = self._keeper.claim(name, timeout)
                 if outcome.get("start"):
-                    outcome = self._start_for_run(self._keeper, name, start, timeout)
+                    kept = kept_outcome(name, start, timeout, *keep, run=self._keeper)
+                    outcome = kept or self._start_for_run(self._keeper, name, start, timeout)
                 elif "value" in outcome:  # another worker's processes: watched through /proc
                     _remote_services.watch(name, outcome.get("services", []))
             if "waiting" not in outcome:
@@ -151,6 +136,15 @@ class SharedServices:
             )
         raise SharedServiceError(outcome["error"]) from self._causes.get(name)
 
+    def _start_here(self, name: str, start: StartFunction, timeout: float) -> Outcome:
+        folder = tempfile.mkdtemp(prefix="shared-", dir=self._base_dir)
+        getter = RunWatcherGetter(folder, folders.log_dir(self._base_dir))
+        outcome, started = call_start(
+            name, start, getter, self._port_getter, timeout, self._worker, self._causes
+        )
+        self._own.extend(started)
+        return outcome
+
     def close(self) -> None:
         """Stop the services this process started for itself; leave the run's alone."""
         while self._own:
@@ -166,8 +160,14 @@ class SharedServices:
         logs = Path(folder, LOGS)
         try:
             getter = RunWatcherGetter(folder, logs)
-            outcome, started = self._run(
-                name, start, getter, lambda: keeper.port(self._lock_dir), timeout
+            outcome, started = call_start(
+                name,
+                start,
+                getter,
+                lambda: keeper.port(self._lock_dir),
+                timeout,
+                self._worker,
+                self._causes,
             )
         except BaseException:  # interrupted: the others must not wait for this worker
             with contextlib.suppress(KeeperError):
@@ -193,53 +193,6 @@ class SharedServices:
             _reaper.forget(process.pgid)
         _reaper.forget_folder(folder)
         return outcome
-
-    def _run(
-        self,
-        name: str,
-        start: StartFunction,
-        watcher_getter: RunWatcherGetter,
-        port_getter: Callable[[], int],
-        timeout: float,
-    ) -> tuple[Outcome, list[ServiceProcess]]:
-        """Call ``start`` for at most ``timeout`` s; stop what it started if it fails."""
-        started = watcher_getter.started
-        done = False
-        try:
-            try:
-                value = call_within(lambda: start(watcher_getter, port_getter), timeout)
-            except pytest.skip.Exception as exc:
-                return {"skip": exc.msg}, []
-            except StartTimedOut:
-                watcher_getter.record.close()
-                return {
-                    "error": f"Shared service {name!r} was not ready after {timeout:g} s: its "
-                    f"start function, run by worker {self._worker}, had not returned by then, "
-                    "and what it started was stopped. If it needs longer, pass a larger "
-                    f"timeout: shared_service({name!r}, start, timeout=...)."
-                }, []
-            try:
-                # What every worker gets, so the starter gets exactly that too.
-                outcome = {"value": json.loads(json.dumps(value))}
-            except (TypeError, ValueError) as exc:
-                raise SharedServiceError(
-                    f"The start function of shared service {name!r} returned {value!r}, which "
-                    f"is not JSON-serialisable ({exc}). Return what tests need to reach the "
-                    'service, e.g. {"url": "http://127.0.0.1:10873"}.'
-                ) from exc
-            done = True
-            return outcome, started
-        except (Exception, pytest.fail.Exception) as exc:
-            self._causes[name] = exc
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            return {
-                "error": f"Shared service {name!r} failed to start in worker {self._worker}:\n"
-                + "\n".join(f"  {line}" for line in text.splitlines())
-            }, []
-        finally:
-            if not done:  # failed, skipped or interrupted: nothing it started may stay
-                for process in reversed(started):
-                    process.stop()
 
 
 def _connect(config: pytest.Config) -> KeeperClient | None:
@@ -272,11 +225,19 @@ def shared_service(
     lock_dir: str,
     port_getter: Callable[[], int],
 ) -> Iterator[SharedServiceGetter]:
-    """Function ``(name, start, *, timeout=60)``: one service for all xdist workers of a run."""
+    """Function ``(name, start, *, timeout=60, key=None, concurrent=False)``: one service
+    for all xdist workers of a run, kept between runs with ``--services-keep``."""
     enabled = bool(request.getfixturevalue("run_services"))
     services: SharedServices | None = None
 
-    def get(name: str, start: StartFunction, *, timeout: float = 60) -> Any:
+    def get(
+        name: str,
+        start: StartFunction,
+        *,
+        timeout: float = 60,
+        key: object = None,
+        concurrent: bool = False,
+    ) -> Any:
         nonlocal services
         if not enabled:
             return None
@@ -288,8 +249,9 @@ def shared_service(
                 base_dir=base_dir,
                 lock_dir=lock_dir,
                 port_getter=port_getter,
+                kept=kept_services(request.config),
             )
-        return services.get(name, start, timeout)
+        return services.get(name, start, timeout, key, concurrent)
 
     yield get
     if services is not None:

@@ -1,0 +1,1 @@
+"""Shared services kept warm between runs (``--services-keep``): store, leases, keeper."""
