@@ -90,8 +90,13 @@ from pytest_services.service import (  # noqa: F401
 from pytest_services.shared import RunKeeperPlugin, shared_service  # noqa: F401
 from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolution  # noqa: F401
 
-#: Service sections in failing tests' reports, and services that died: hooks of their own.
-pytest_plugins = ["pytest_services._report"]
+#: Service sections in failing tests' reports, services that died, the per-test database
+#: reset when asked, and the bill of what services cost: hooks of their own.
+pytest_plugins = [
+    "pytest_services._report",
+    "pytest_services._db.fixtures",
+    "pytest_services._bill",
+]
 
 
 def _option_with_ini(
@@ -208,4 +213,5 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _screenshot.unconfigure(config)
     _reaper.close()

@@ -14,7 +14,7 @@ import pytest
 
 from pytest_services._db.mysql.clean import MySQLCleaner
 from pytest_services._db.mysql.describe import empty_state
-from pytest_services._db.reset import clean_when_asked, reset
+from pytest_services._db.reset import clean_when_asked, reset, when_asked
 from pytest_services._db.state import State
 from pytest_services.mysql import (
     _connect,
@@ -24,6 +24,7 @@ from pytest_services.process import ServiceProcess
 
 #: Fixtures whose use means a test talks to the server, for ``do_mysql_clean``.
 _SERVER = "mysql_watcher"
+when_asked(server=_SERVER, fixture="_mysql_clean_when_asked")
 
 
 @pytest.fixture(scope="session")
@@ -51,14 +52,15 @@ def _mysql_cleaner(
 
 
 @pytest.fixture
-def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner]) -> None:
+def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner], mysql: Optional[ServiceProcess]) -> None:
     """Put the default database in its prepared state (``mysql_init``) before the test."""
-    reset(_mysql_cleaner)
+    reset(_mysql_cleaner, mysql.name if mysql is not None else "mysql")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _mysql_clean_when_asked(request: pytest.FixtureRequest) -> None:
-    """``mysql_clean`` for every test that uses the server, when ``do_mysql_clean`` is true."""
+    """``mysql_clean`` for every test that uses the server, when ``do_mysql_clean`` is true
+    (each such test gets this fixture once collected: see ``_db/reset.py``)."""
     clean_when_asked(request, server=_SERVER, do_clean="do_mysql_clean", clean="mysql_clean")
 
 

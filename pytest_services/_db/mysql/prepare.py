@@ -44,6 +44,11 @@ class MySQLEngine:
     start_timeout: float = START_TIMEOUT
     _socket: str = ""
 
+    @property
+    def service(self) -> str:
+        """The server's binary name, under which the session's bill counts its states."""
+        return os.path.basename(self.server.binary)
+
     def base_entry(self) -> CacheEntry:
         return base_entry(self.server, self.cache)
 
