@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from pytest_services._db.mysql import driver
 from pytest_services._db.mysql.clean import MySQLCleaner
 from pytest_services._db.mysql.describe import empty_state
 from pytest_services._db.reset import clean_when_asked, reset, when_asked
@@ -68,10 +69,11 @@ def _mysql_clean_when_asked(request: pytest.FixtureRequest) -> None:
 def mysql_url(
     mysql: Optional[ServiceProcess], mysql_socket: str, mysql_database: Optional[str]
 ) -> Optional[str]:
-    """SQLAlchemy URL of the default database over the server's unix socket."""
+    """SQLAlchemy URL of the default database over the server's unix socket, naming the
+    installed driver (``mysql+mysqldb://`` or ``mysql+pymysql://``)."""
     if mysql is None or mysql_database is None:
         return None
     return (
-        f"mysql+mysqldb://root@/{quote(mysql_database)}"
+        f"{driver.url_scheme()}://root@/{quote(mysql_database)}"
         f"?unix_socket={quote(mysql_socket)}&charset=utf8mb4"
     )
