@@ -47,7 +47,8 @@ def collect_groups() -> Iterator[set[int]]:
         yield found
     finally:
         with _collectors_lock:
-            _collectors.remove(found)
+            # By identity: a nested collector may hold the same groups, and so compare equal.
+            _collectors[:] = [other for other in _collectors if other is not found]
 
 
 def _collected(pid: int) -> None:
