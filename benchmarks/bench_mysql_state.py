@@ -242,7 +242,7 @@ def bench_pytest_mysql(steps: int, venv: Path) -> tuple[str, list[float]]:
 
 
 def ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:.1f} ms" if values else "-"
+    return f"{statistics.median(values) * 1000:.2f} ms" if values else "-"
 
 
 def main() -> None:
