@@ -78,7 +78,7 @@ class Bill:
             return
         total, parts = self._done
         if terminalreporter.config.get_verbosity() < 1:
-            terminalreporter.write_line(f"services: {one_line(total)} (-v: the bill)")
+            terminalreporter.write_sep("-", f"services: {one_line(total)} (-v: the bill)")
             return
         terminalreporter.section("services bill")
         for line in table(total, parts):

@@ -79,7 +79,7 @@ def _mysqldb() -> Any:
     """The client library (mysqlclient, else PyMySQL); skips the test when neither is there."""
     try:
         return driver.module()
-    except driver.MissingDriver:
+    except ImportError:
         pytest.skip(driver.INSTALL_HINT)
 
 

@@ -37,8 +37,8 @@ def test_one_line_without_verbose_and_a_table_with_it(pytester: pytest.Pytester)
     result.assert_outcomes(passed=9)
     result.stdout.fnmatch_lines(
         [
-            "services: memcached started 1x in *.?? s, 5 resets in *.?? s; redis-server "
-            "started 1x in *.?? s, 3 resets in *.?? s (-v: the bill)",
+            "*- services: memcached started 1x in *.?? s, 5 resets in *.?? s; redis-server "
+            "started 1x in *.?? s, 3 resets in *.?? s (-v: the bill) -*",
         ]
     )
     assert "services bill" not in result.stdout.str()
@@ -89,7 +89,8 @@ def test_xdist_controller_adds_up_its_workers(pytester: pytest.Pytester) -> None
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v")
     result.assert_outcomes(passed=9)
     bill = json.loads((pytester.path / "bill.json").read_text())
-    assert sorted(bill["workers"]) == ["gw0", "gw1"]
+    # A worker that started no service (it ran only test_plain) has nothing to bill.
+    assert bill["workers"] and set(bill["workers"]) <= {"gw0", "gw1"}
     resets = sum(w.get("memcached", {}).get("resets", 0) for w in bill["workers"].values())
     assert resets == bill["services"]["memcached"]["resets"] == 5
     starts = [w["memcached"]["starts"] for w in bill["workers"].values() if "memcached" in w]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["DRIVERS", "INSTALL_HINT", "MissingDriver", "connect", "error", "module", "url_scheme"]
+__all__ = ["DRIVERS", "INSTALL_HINT", "connect", "error", "module", "url_scheme"]
 
 #: The client libraries tried in turn: module, SQLAlchemy dialect name.
 DRIVERS = (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))
@@ -22,22 +22,18 @@ INSTALL_HINT = (
 )
 
 
-class MissingDriver(ImportError):
-    """Neither client library is installed."""
-
-
 def _find() -> tuple[Any, str]:
     for name, dialect in DRIVERS:
         try:
             return importlib.import_module(name), dialect
         except ImportError:
             continue
-    raise MissingDriver(INSTALL_HINT)
+    raise ImportError(INSTALL_HINT)
 
 
 def module() -> Any:
-    """The client library's module (``MySQLdb`` or ``pymysql``); :class:`MissingDriver`
-    when neither is installed."""
+    """The client library's module (``MySQLdb`` or ``pymysql``); ``ImportError`` naming
+    both when neither is installed."""
     return _find()[0]
 
 
