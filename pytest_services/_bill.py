@@ -99,7 +99,8 @@ def _phrases(account: Account) -> list[str]:
     if account.states_built or account.states_reused:
         phrases.append(_states(account))
     if account.resets:
-        phrases.append(f"{account.resets} resets in {account.reset_seconds:.2f} s")
+        plural = "" if account.resets == 1 else "s"
+        phrases.append(f"{account.resets} reset{plural} in {account.reset_seconds:.2f} s")
     return phrases
 
 
