@@ -8,13 +8,19 @@ in all, in one run on this machine:
 * ``mysql_clean`` before each test, median per test, after a test that changed nothing,
   one that changed rows in one table, and one that created, altered or dropped a table
   (``--steps`` tests, a third of each, in a real pytest session);
+* in the same session, the limit of any reset: the cheapest query that tells whether
+  anything was written (``SHOW MASTER STATUS``, one round trip on an open connection);
+  and what a framework's transactional test case pays instead (pytest-django's ``db``):
+  ``START TRANSACTION`` before the test and ``ROLLBACK`` of its row changes after it, on
+  the connection the test writes through (DDL cannot be rolled back in MySQL);
 * how long a session waits for its server, warm cache: with the schema and rows prepared
   by ``mysql_init``, and with an empty database (``--runs`` sessions each);
 * pytest-mysql's function-scoped ``mysql`` fixture doing the same job the usual way: it
   creates the database before each test, the test loads the schema and rows, and the
   fixture drops the database after it.
 
-Needs mysqlclient in the running interpreter, and pytest-services importable from it.
+Needs mysqlclient (or PyMySQL) in the running interpreter, and pytest-services importable
+from it.
 """
 
 from __future__ import annotations
@@ -68,11 +74,22 @@ def pytest_sessionfinish(session):
 
 CLEAN_TEST = """
 import itertools, os, time
-import MySQLdb
 import pytest
+from pytest_services._db.mysql.driver import module
 
-TIMES = {"nothing": [], "rows": [], "ddl": []}
+MySQLdb = module()
+TIMES = {"nothing": [], "rows": [], "ddl": [], "limit": [], "rollback": []}
 LAST = ["first"]
+KEPT = {}
+
+
+def kept(socket, database, autocommit):
+    # One connection kept open for the session, as a framework's test case keeps its own.
+    if autocommit not in KEPT:
+        KEPT[autocommit] = MySQLdb.connect(
+            unix_socket=socket, user="root", db=database, autocommit=autocommit
+        )
+    return KEPT[autocommit]
 DDL = itertools.cycle([
     "CREATE TABLE extra (i INT PRIMARY KEY, j INT)",
     "ALTER TABLE t07 ADD COLUMN note VARCHAR(20)",
@@ -98,6 +115,31 @@ def test_step(step, request, mysql, mysql_socket, mysql_database):
     connection.commit()
     connection.close()
     LAST[0] = kind
+    # The limit: the cheapest question that tells whether anything was written since.
+    limit = kept(mysql_socket, mysql_database, True).cursor()
+    started = time.perf_counter()
+    limit.execute("SHOW MASTER STATUS")
+    limit.fetchall()
+    TIMES["limit"].append(time.perf_counter() - started)
+
+
+@pytest.mark.parametrize("step", range(int(os.environ["BENCH_STEPS"]) // 3))
+def test_rollback(step, mysql, mysql_socket, mysql_database):
+    # What a framework's transactional test case pays: BEGIN before, ROLLBACK after, on a
+    # connection the test itself writes through (rows only: DDL commits implicitly).
+    connection = kept(mysql_socket, mysql_database, False)
+    cursor = connection.cursor()
+    started = time.perf_counter()
+    cursor.execute("START TRANSACTION")
+    begun = time.perf_counter()
+    cursor.execute("UPDATE t05 SET value = value + 1 WHERE id <= 10")
+    cursor.execute("INSERT INTO t05 (name, value, created) VALUES ('new', 1, NOW())")
+    done = time.perf_counter()
+    connection.rollback()
+    TIMES["rollback"].append(begun - started + time.perf_counter() - done)
+    cursor.execute("SELECT COUNT(*) FROM t05")
+    assert cursor.fetchone()[0] == 50
+    connection.rollback()
 """
 
 READY_CONFTEST = """
@@ -200,7 +242,7 @@ def bench_pytest_mysql(steps: int, venv: Path) -> tuple[str, list[float]]:
 
 
 def ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:.1f} ms" if values else "-"
+    return f"{statistics.median(values) * 1000:.2f} ms" if values else "-"
 
 
 def main() -> None:
@@ -226,6 +268,9 @@ def main() -> None:
     print(f"{'mysql_clean, the previous test changed nothing':60} {ms(clean['nothing']):>10}")
     print(f"{'mysql_clean, it changed rows in one table':60} {ms(clean['rows']):>10}")
     print(f"{'mysql_clean, it created, altered or dropped a table':60} {ms(clean['ddl']):>10}")
+    print(f"{'the limit: SHOW MASTER STATUS on an open connection':60} {ms(clean['limit']):>10}")
+    label = "transaction per test: BEGIN + ROLLBACK of one table's rows"
+    print(f"{label:60} {ms(clean['rollback']):>10}")
     if other is not None:
         label = f"pytest-mysql {other[0]}: create + load + drop per test"
         print(f"{label:60} {ms(other[1]):>10}")

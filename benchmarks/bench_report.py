@@ -97,23 +97,32 @@ INNER_CONFTEST = """
             self.inner = inner
 
         def _time(self, hook, *args):
+            # The hooks moved between the report module's classes over time: each may lack some.
+            if hook is None:
+                return None
             started = time.perf_counter()
             try:
                 return hook(*args)
             finally:
                 IN_HOOKS[0] += time.perf_counter() - started
 
+        def _hook(self, name):
+            return getattr(self.inner, name, None)
+
         @pytest.hookimpl(tryfirst=True)
         def pytest_runtest_setup(self, item):
-            self._time(self.inner.pytest_runtest_setup, item)
+            self._time(self._hook("pytest_runtest_setup"), item)
 
         @pytest.hookimpl(tryfirst=True)
         def pytest_runtest_teardown(self, item):
-            self._time(self.inner.pytest_runtest_teardown, item)
+            self._time(self._hook("pytest_runtest_teardown"), item)
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_makereport(self, item, call):
-            inner = self._time(self.inner.pytest_runtest_makereport, item, call)
+            inner = self._time(self._hook("pytest_runtest_makereport"), item, call)
+            if inner is None:
+                yield
+                return
             self._time(next, inner)
             outcome = yield
             try:
@@ -122,30 +131,44 @@ INNER_CONFTEST = """
                 pass
 
         def pytest_runtest_logreport(self, report):
-            self._time(self.inner.pytest_runtest_logreport, report)
+            self._time(self._hook("pytest_runtest_logreport"), report)
 
         def pytest_terminal_summary(self, terminalreporter):
-            self.inner.pytest_terminal_summary(terminalreporter)
+            hook = self._hook("pytest_terminal_summary")
+            if hook is not None:
+                hook(terminalreporter)
 
         def pytest_unconfigure(self):
-            self.inner.pytest_unconfigure()
+            hook = self._hook("pytest_unconfigure")
+            if hook is not None:
+                hook()
 
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_configure(config):
-        reporter = config.pluginmanager.get_plugin("services-report")
-        if reporter is not None:
-            config.pluginmanager.unregister(reporter)
-            config.pluginmanager.register(Timed(reporter), "services-report")
+    WRAPPERS = {
+        "services-report": Timed,
+        "services-report-summary": Timed,
+        "services-screenshots": TimedScreenshots,
+    }
+
+
+    def wrap(manager, name):
+        plugin = manager.get_plugin(name)
+        if plugin is not None and not isinstance(plugin, (Timed, TimedScreenshots)):
+            manager.unregister(plugin)
+            manager.register(WRAPPERS[name](plugin), name)
+
+
+    def pytest_plugin_registered(plugin, manager):
+        # The plugin registers its per-test hooks when the first service starts.
+        name = manager.get_name(plugin)
+        if name in WRAPPERS and not isinstance(plugin, (Timed, TimedScreenshots)):
+            wrap(manager, name)
 
 
     def pytest_sessionstart(session):
-        # The plugin registers the screenshot hook in its own pytest_configure, after ours.
-        manager = session.config.pluginmanager
-        screenshots = manager.get_plugin("services-screenshots")
-        if screenshots is not None:
-            manager.unregister(screenshots)
-            manager.register(TimedScreenshots(screenshots), "services-screenshots")
+        # Earlier versions registered the hooks in their pytest_configure, after ours.
+        for name in WRAPPERS:
+            wrap(session.config.pluginmanager, name)
 
 
     @pytest.hookimpl(hookwrapper=True)

@@ -21,7 +21,7 @@ __all__ = ["OPTION", "SERVERS", "PrepareRun", "prepare_requested"]
 
 OPTION = "services_prepare"
 #: The fixture that starts each database server, and the fixture that says how to fill it.
-SERVERS = {"mysql_watcher": "mysql_init"}
+SERVERS = {"mysql_watcher": "mysql_init", "postgresql_watcher": "postgresql_init"}
 
 
 def prepare_requested(config: pytest.Config) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from pytest_services._engine import ledger
 from pytest_services.process import ServiceProcess
 
 
@@ -58,6 +59,8 @@ def describe(process: ServiceProcess) -> dict[str, Any]:
 
 def watch(shared: str, descriptions: list[dict[str, Any]]) -> None:
     """Watch the processes of shared service ``shared`` that another worker described."""
+    if descriptions:
+        ledger.in_use()  # the report hooks notice their deaths from now on
     for item in descriptions:
         _watched.append(
             RemoteService(

@@ -5,6 +5,8 @@ while that test ran.  A service that exits on its own before its teardown is not
 next test boundary: a test that requests the fixture holding it errors at setup with its
 exit status and last output, its log is kept, and the summary names it.  When nothing fails
 the cost per test is an ``fstat`` of each service's log and a ``poll()`` of each process.
+The hooks that run at each test are registered only once the session starts a service:
+until then a test pays nothing for them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import signal
 import textwrap
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +24,7 @@ from typing import Any, Optional
 import pytest
 
 from pytest_services import folders
+from pytest_services._engine import ledger
 from pytest_services._remote_services import RemoteService, remote_services
 from pytest_services.process import ServiceProcess, running_services
 from pytest_services.service import service_owner
@@ -31,6 +34,9 @@ LINES_OPTION = "services_report_lines"
 DEFAULT_LINES = 20
 #: At most this many bytes of a service's output are read for one section.
 READ_LIMIT = 64 * 1024
+#: The names under which the hooks are registered.
+REPORTER_NAME = "services-report"
+SUMMARY_NAME = "services-report-summary"
 
 
 @dataclass
@@ -64,10 +70,30 @@ class Death:
         return f"{text}, during {self.during}" if self.during else text
 
 
+class DeathSummary:
+    """The services that died, from the reports that carry them (from xdist workers too)."""
+
+    def __init__(self) -> None:
+        self.summary: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for line in getattr(report, "services_died", ()):
+            # Every worker notices a shared service's death: the summary names it once.
+            key = line.split(")", 1)[0]
+            if not any(known.split(")", 1)[0] == key for known in self.summary):
+                self.summary.append(line)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.summary:
+            terminalreporter.section("services that died before their teardown", red=True)
+            for line in self.summary:
+                terminalreporter.line(line)
+
+
 class ServiceReporter:
     """The hooks, with what they remember between two test boundaries."""
 
-    def __init__(self, lines: int) -> None:
+    def __init__(self, lines: int, current: Optional[str] = None) -> None:
         self.lines = lines
         #: Services running when the current test started, with the size of their log then.
         self._marks: dict[ServiceProcess, int] = {}
@@ -77,13 +103,11 @@ class ServiceReporter:
         self._deaths: dict[ServiceProcess, Death] = {}
         self._remote_deaths: dict[RemoteService, Death] = {}
         self._unreported: list[Death] = []
-        self._current: Optional[str] = None
+        self._current = current
         #: The sections of the current test, once one of its phases failed.
         self._sections: list[tuple[str, str, Optional[Path]]] = []
         #: Set when the current test errs for a dead service: its message quotes the output.
         self._refused = False
-        #: What the summary lists: deaths carried by reports (from xdist workers too).
-        self.summary: list[str] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -133,19 +157,6 @@ class ServiceReporter:
             # the sections without their titles: each starts with a line naming its service.
             report.sections.extend(_with_headers(self._sections))
             self._sections = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for line in getattr(report, "services_died", ()):
-            # Every worker notices a shared service's death: the summary names it once.
-            key = line.split(")", 1)[0]
-            if not any(known.split(")", 1)[0] == key for known in self.summary):
-                self.summary.append(line)
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self.summary:
-            terminalreporter.section("services that died before their teardown", red=True)
-            for line in self.summary:
-                terminalreporter.line(line)
 
     def _notice_deaths(self, services: list[ServiceProcess], include_function_scope: bool) -> None:
         for process in services:
@@ -249,7 +260,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(ServiceReporter(report_lines(config)), "services-report")
+    lines = report_lines(config)
+    if is_controller(config):
+        # The workers run the services; their reports bring the deaths to the summary.
+        config.pluginmanager.register(DeathSummary(), SUMMARY_NAME)
+    if running_services():
+        _register(config, lines)
+        return
+
+    def first_start() -> None:
+        _register(config, lines)
+
+    config.stash[_FIRST_START] = first_start
+    ledger.on_first_start(first_start)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    callback = config.stash.get(_FIRST_START, None)
+    if callback is not None:
+        ledger.cancel(callback)
+
+
+_FIRST_START = pytest.StashKey[Callable[[], None]]()
+
+
+def _register(config: pytest.Config, lines: int) -> None:
+    """Register the per-test hooks: a service runs now."""
+    manager = config.pluginmanager
+    if manager.get_plugin(REPORTER_NAME) is not None:
+        return
+    # Registered in the middle of a test (the service's fixture starts it): that test is
+    # the one during which a death would be noticed.
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rpartition(" (")[0] or None
+    manager.register(ServiceReporter(lines, current), REPORTER_NAME)
+    if manager.get_plugin(SUMMARY_NAME) is None:
+        manager.register(DeathSummary(), SUMMARY_NAME)
+
+
+def is_controller(config: pytest.Config) -> bool:
+    """Whether this session is a pytest-xdist controller, which runs no tests itself."""
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
 
 
 def report_lines(config: pytest.Config) -> int:

@@ -6,7 +6,9 @@ library.  A display given with ``--xvfb-display`` is dumped with ``xwd -root`` i
 PNG goes to ``xvfb_screenshots_dir`` (default: ``xvfb-screenshots`` in pytest's base
 temporary folder, which pytest keeps for its last three runs), and its path to the failing
 report: a section, which JUnit XML carries with ``junit_logging``, and the ``xvfb_screenshot``
-property.  A passing test costs one attribute read; a capture that fails only says so.
+property.  The hook is registered when a display is first shown: until then a test pays
+nothing for it; after, a passing test costs one attribute read.  A capture that fails only
+says so.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ ENABLED_OPTION = "xvfb_screenshots"
 DIR_OPTION = "xvfb_screenshots_dir"
 #: Folder for the screenshots in pytest's base temporary folder, unless the ini names one.
 DEFAULT_DIR = "xvfb-screenshots"
+#: The name under which the hook is registered.
+PLUGIN_NAME = "services-screenshots"
 #: The fixtures whose tests get a screenshot when they fail.
 FIXTURES = frozenset(("xvfb", "xvfb_display"))
 #: The file in which Xvfb keeps screen 0 in its ``-fbdir`` folder.
@@ -38,6 +42,8 @@ _UNSAFE = re.compile(r"[^\w.=-]+")
 #: The displays served, each with the ``-fbdir`` folder of its Xvfb (None: use xwd), or the
 #: screen as its Xvfb stopped, for the teardown of the session's last test.
 SCREENS: dict[int, Union[str, bytes, None]] = {}
+#: The hook to register when a display is first shown, with the plugin manager to do it.
+_PENDING: list[tuple[pytest.PytestPluginManager, Screenshots]] = []
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -52,6 +58,7 @@ def showing(display: int, framebuffer_dir: Optional[str]) -> Iterator[None]:
     When it ends, before its Xvfb stops, the screen is kept in memory: the last test's
     teardown, which stops the session's fixtures, can fail after that.
     """
+    showing_started()
     SCREENS[display] = framebuffer_dir
     try:
         yield
@@ -157,6 +164,22 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def configure(config: pytest.Config) -> None:
-    """Register the hook when screenshots are on (from ``plugin.py``'s ``pytest_configure``)."""
+    """Have the hook registered at the first display shown, when screenshots are on (from
+    ``plugin.py``'s ``pytest_configure``)."""
     if enabled(config):
-        config.pluginmanager.register(Screenshots(config), "services-screenshots")
+        _PENDING.append((config.pluginmanager, Screenshots(config)))
+        if SCREENS:  # a display shown already, by an enclosing session
+            showing_started()
+
+
+def unconfigure(config: pytest.Config) -> None:
+    """The session ends: a display shown later is no business of its hook."""
+    _PENDING[:] = [pending for pending in _PENDING if pending[0] is not config.pluginmanager]
+
+
+def showing_started() -> None:
+    """Register the hook now, if it waits for a display."""
+    while _PENDING:
+        manager, hook = _PENDING.pop()
+        if manager.get_plugin(PLUGIN_NAME) is None:
+            manager.register(hook, PLUGIN_NAME)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_services._engine import ledger
 from pytest_services._engine.paths import socket_path
 from pytest_services._engine.readiness import bounded
 from pytest_services.exceptions import ServiceError
@@ -180,4 +181,5 @@ def memcached_clean(
 ) -> None:
     """Empty this session's memcached before the test, unless ``do_memcached_clean`` is false."""
     if do_memcached_clean and memcached is not None and memcached_socket is not None:
-        flush_all(memcached_socket)
+        with ledger.timed_reset(memcached.name):
+            flush_all(memcached_socket)

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import pytest
 
+from pytest_services._db.mysql import driver
 from pytest_services._db.mysql.cache import prepare_data_dir
 from pytest_services._db.mysql.init import MySQLInit
 from pytest_services._db.mysql.prepare import MySQLEngine
@@ -75,17 +76,15 @@ __all__ = [
 
 
 def _mysqldb() -> Any:
+    """The client library (mysqlclient, else PyMySQL); skips the test when neither is there."""
     try:
-        import MySQLdb
+        return driver.module()
     except ImportError:
-        pytest.skip(
-            "MySQL fixtures need mysqlclient (MySQLdb): pip install 'pytest-services[mysql]'"
-        )
-    return MySQLdb
+        pytest.skip(driver.INSTALL_HINT)
 
 
 def _connect(mysqldb: Any, socket: str, **kwargs: Any) -> Any:
-    return mysqldb.connect(unix_socket=socket, user="root", charset="utf8mb4", **kwargs)
+    return driver.connect(socket, **kwargs)
 
 
 def quote_identifier(name: str) -> str:

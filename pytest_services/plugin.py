@@ -117,9 +117,15 @@ from pytest_services.xvfb import _xvfb_servers, xvfb, xvfb_display, xvfb_resolut
 #: What the header says of a --services-prepare run that was given -n.
 _PREPARE_NOTE = pytest.StashKey[str]()
 
-#: Service sections in failing tests' reports, services that died, and kept services
-#: (--services-keep): hooks of their own.
-pytest_plugins = ["pytest_services._report", "pytest_services._keep_plugin"]
+#: Service sections in failing tests' reports, services that died, the per-test database
+#: reset when asked, the bill of what services cost, and kept services (--services-keep):
+#: hooks of their own.
+pytest_plugins = [
+    "pytest_services._report",
+    "pytest_services._db.fixtures",
+    "pytest_services._bill",
+    "pytest_services._keep_plugin",
+]
 
 
 def _option_with_ini(
@@ -265,4 +271,5 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _screenshot.unconfigure(config)
     _reaper.close()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_services._engine import ledger
 from pytest_services._engine import reaper as _reaper
 from pytest_services._engine.commands import (
     check_output,
@@ -157,6 +158,7 @@ def start_service(
     ``log_dir``.  A checker with an ``attach`` method gets the process before the
     first check.  On any failure the process group is stopped before the error is raised.
     """
+    begun = time.perf_counter()
     kwargs = dict(popen_kwargs or {})
     executable = find_executable(name, kwargs.get("cwd"))
     command = [executable, *_arguments(arguments)]
@@ -193,6 +195,7 @@ def start_service(
     except BaseException:
         process.stop(grace=min(grace, 1.0))
         raise
+    ledger.started(label, time.perf_counter() - begun)
     return process
 
 

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import pytest
 
+from pytest_services._engine import ledger
 from pytest_services._engine.paths import StrPath, private_dir, socket_path
 from pytest_services._resp import ReplyError, RespConnection, encode_command
 from pytest_services.exceptions import ServiceError
@@ -256,8 +257,11 @@ def do_redis_clean(run_services: bool) -> bool:
 
 
 @pytest.fixture
-def redis_clean(do_redis_clean: bool, _redis_cleaner: Optional[RedisCleaner]) -> None:
+def redis_clean(
+    do_redis_clean: bool, _redis_cleaner: Optional[RedisCleaner], redis: Optional[ServiceProcess]
+) -> None:
     """Empty this session's Redis (``FLUSHALL``) before the test, unless ``do_redis_clean``
     is false."""
-    if do_redis_clean and _redis_cleaner is not None:
-        _redis_cleaner.flush_all()
+    if do_redis_clean and _redis_cleaner is not None and redis is not None:
+        with ledger.timed_reset(redis.name):
+            _redis_cleaner.flush_all()

@@ -4,6 +4,7 @@
 #   scripts/setup.sh demo    set up, then run the demo suite in examples/
 #   scripts/setup.sh test    set up, then lint and run the test suite: with the newest
 #                            releases, with the oldest ones pyproject.toml allows, and the
+#                            MySQL tests with PyMySQL instead of mysqlclient, the
 #                            Django tests with Django 4.2 and the newest Django; then the
 #                            demo suite under -n 2 (the legs of tox.ini, in that order)
 #
@@ -94,6 +95,19 @@ print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdi
         --ignore tests/test_django_settings.py --ignore tests/test_django_db.py
 }
 
+# The plugin's own MySQL work with PyMySQL alone, as where mysqlclient cannot be built: the
+# MySQL tests in a virtual environment without mysqlclient (the slow ones left out).
+pymysql_leg() {
+    local dir="$root/.venv-pymysql"
+    [[ -x "$dir/bin/python" ]] || "$python" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root[pymysql]" \
+        pytest pytest-xdist
+    "$dir/bin/python" -m pip uninstall -q -y mysqlclient 2>/dev/null || true
+    "$dir/bin/python" -c 'import pymysql, importlib.util as u; assert not u.find_spec("MySQLdb")'
+    "$dir/bin/python" -m pytest tests/test_mysql.py tests/test_mysql_state.py -p pytester \
+        -m "not slow" -q
+}
+
 newest_python() {  # the newest Python 3.12+ on the machine, else the main one
     local candidate
     for candidate in python3.14 python3.13 python3.12 \
@@ -120,6 +134,7 @@ case "${1:-}" in
         "$venv/bin/mypy"
         "$venv/bin/python" -m pytest tests -p pytester
         oldest_leg
+        pymysql_leg
         django_venv django42 "$python" 'Django>=4.2,<4.3'
         django_venv django-newest "$(newest_python)" 'Django'
         exec "$venv/bin/python" -m pytest examples -n 2 -v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import tempfile
@@ -14,6 +15,9 @@ from pytest_services._db.mysql import cache as _mysql_cache
 from pytest_services._db.mysql import server as _mysql_server
 from pytest_services.folders import memory_root, private_dir
 from pytest_services.process import ServiceError
+
+#: The MySQL client libraries installed (the plugin uses the first).
+MYSQL_DRIVERS = [name for name in ("MySQLdb", "pymysql") if importlib.util.find_spec(name)]
 
 try:
     SERVER: str | None = _mysql_server.find_server_binary()

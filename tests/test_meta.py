@@ -21,6 +21,8 @@ import pytest_services
 #: Django).  Every other module of the package is engine code: it must import without pytest
 #: and never import one of these.
 FIXTURE_MODULES = {
+    "pytest_services._bill",
+    "pytest_services._db.fixtures",
     "pytest_services._db.mysql.fixtures",
     "pytest_services._db.postgresql.fixtures",
     "pytest_services._db.session",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mysql_support import MYSQL_DRIVERS
 from proc_support import alive, processes_naming
 
 from pytest_services._db import cache as cache_module
@@ -25,7 +26,8 @@ from pytest_services._db.mysql import server as mysql_module
 from pytest_services.folders import memory_root, private_dir
 from pytest_services.process import ServiceError
 
-pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
+if not MYSQL_DRIVERS:
+    pytest.skip("neither mysqlclient nor PyMySQL is installed", allow_module_level=True)
 
 try:
     SERVER: str | None = mysql_module.find_server_binary()
@@ -54,8 +56,10 @@ FIXTURES = (
 REPORTER = """
 import json, os
 
-import MySQLdb
 import pytest
+from pytest_services._db.mysql.driver import module
+
+MySQLdb = module()
 
 
 def connect(socket, db=None):
@@ -431,12 +435,42 @@ def test_failed_initialisation_is_reported(
     assert leftovers(cache) == []
 
 
-def test_missing_mysqlclient_skips(inner: pytest.Pytester) -> None:
-    inner.makeconftest("import sys\nsys.modules['MySQLdb'] = None  # as if not installed\n")
+def test_missing_client_library_skips(inner: pytest.Pytester) -> None:
+    inner.makeconftest(
+        "import sys\n"
+        "sys.modules['MySQLdb'] = sys.modules['pymysql'] = None  # as if not installed\n"
+    )
     inner.makepyfile(TOUCH_SERVER)
     result = run(inner, "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*pip install 'pytest-services[[]mysql[]]'*"])
+    result.stdout.fnmatch_lines(
+        ["*mysqlclient (MySQLdb) or PyMySQL: pip install 'pytest-services[[]mysql[]]'*"]
+    )
+
+
+@pytest.mark.skipif("pymysql" not in MYSQL_DRIVERS, reason="PyMySQL is not installed")
+def test_pymysql_serves_without_mysqlclient(inner: pytest.Pytester) -> None:
+    inner.makeconftest("import sys\nsys.modules['MySQLdb'] = None  # as if not installed\n")
+    inner.makepyfile(
+        """
+        import pymysql
+
+        def test_it(mysql, mysql_socket, mysql_database, mysql_url, mysql_clean):
+            assert mysql_url.startswith(f"mysql+pymysql://root@/{mysql_database}?unix_socket=")
+            connection = pymysql.connect(unix_socket=mysql_socket, user="root",
+                                         database=mysql_database)
+            connection.cursor().execute("CREATE TABLE t (i INT)")
+            connection.close()
+
+        def test_cleaned(mysql_socket, mysql_database, mysql_clean):
+            connection = pymysql.connect(unix_socket=mysql_socket, user="root",
+                                         database=mysql_database)
+            cursor = connection.cursor()
+            cursor.execute("SHOW TABLES")
+            assert cursor.fetchall() == ()
+        """
+    )
+    run(inner).assert_outcomes(passed=2)
 
 
 def test_fixtures_are_listed_with_docstrings(pytester: pytest.Pytester) -> None:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import mysql_support
 import pytest
-from mysql_support import needs_server
+from mysql_support import MYSQL_DRIVERS, needs_server
 from proc_support import processes_naming
 
 from pytest_services._db.mysql import server as mysql_module
 from pytest_services.mysql import MySQLInit, hash_files
 
-pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
+if not MYSQL_DRIVERS:
+    pytest.skip("neither mysqlclient nor PyMySQL is installed", allow_module_level=True)
 
 pytestmark = needs_server
 
@@ -50,7 +51,9 @@ INSERT INTO orders (customer_id, amount) VALUES (1, 50), (1, 150), (2, 20);
 """
 
 SEED = """
-import os, MySQLdb
+import os
+from pytest_services._db.mysql.driver import module
+MySQLdb = module()
 
 def seed(socket, database):
     with open(os.environ["SEED_CALLS"], "a") as calls:
@@ -62,7 +65,9 @@ def seed(socket, database):
 """
 
 CONFTEST = """
-import MySQLdb, pytest
+import pytest
+from pytest_services._db.mysql.driver import module
+MySQLdb = module()
 from pathlib import Path
 from pytest_services.mysql import MySQLInit
 
@@ -344,15 +349,61 @@ def do_mysql_clean():
     run(shop).assert_outcomes(passed=2)
 
 
+def test_do_mysql_clean_runs_where_an_autouse_fixture_would(shop: pytest.Pytester) -> None:
+    # After the wider-scoped fixtures, before the test's own function-scoped ones; and only
+    # in the tests that use the server.
+    shop.makeconftest(
+        CONFTEST
+        + """
+@pytest.fixture(scope="session")
+def do_mysql_clean():
+    return True
+
+def add(mysql_socket, mysql_database, name):
+    connection = connect(mysql_socket, mysql_database)
+    connection.cursor().execute(f"INSERT INTO customers (name) VALUES ('{name}')")
+    connection.commit()
+
+@pytest.fixture(scope="module")
+def module_row(mysql_socket, mysql_database):
+    add(mysql_socket, mysql_database, "module")
+
+@pytest.fixture
+def function_row(mysql_socket, mysql_database):
+    add(mysql_socket, mysql_database, "function")
+"""
+    )
+    shop.makepyfile(
+        """
+        from conftest import connect
+
+        def names(mysql_socket, mysql_database):
+            cursor = connect(mysql_socket, mysql_database).cursor()
+            cursor.execute("SELECT name FROM customers WHERE name IN ('module', 'function')")
+            return sorted(row[0] for row in cursor.fetchall())
+
+        def test_rows(module_row, function_row, mysql_socket, mysql_database, request):
+            assert "_mysql_clean_when_asked" in request.fixturenames
+            assert names(mysql_socket, mysql_database) == ["function"]
+
+        def test_no_server(request):
+            assert "_mysql_clean_when_asked" not in request.fixturenames
+        """
+    )
+    run(shop).assert_outcomes(passed=2)
+
+
 @pytest.mark.slow
 def test_mysql_url_with_sqlalchemy(shop: pytest.Pytester) -> None:
     pytest.importorskip("sqlalchemy")
     shop.makepyfile(
         """
         import sqlalchemy
+        from pytest_services._db.mysql.driver import url_scheme
 
         def test_url(mysql_url, mysql_database):
-            assert mysql_url.startswith(f"mysql+mysqldb://root@/{mysql_database}?unix_socket=")
+            assert url_scheme() in ("mysql+mysqldb", "mysql+pymysql")
+            assert mysql_url.startswith(f"{url_scheme()}://root@/{mysql_database}?unix_socket=")
             engine = sqlalchemy.create_engine(mysql_url)
             with engine.begin() as connection:
                 names = connection.execute(
@@ -430,7 +481,7 @@ def seed_with(shop: pytest.Pytester, body: str, **init: object) -> None:
     """Make ``seed:seed`` run ``body`` (after counting the call), and ``mysql_init`` take
     the extra keyword arguments ``init``."""
     (shop.path / "seed.py").write_text(
-        "import os, MySQLdb\n\n"
+        "import os\nfrom pytest_services._db.mysql.driver import module\nMySQLdb = module()\n\n"
         "def seed(socket, database):\n"
         "    open(os.environ['SEED_CALLS'], 'a').write('seed\\n')\n"
         "    connection = MySQLdb.connect(unix_socket=socket, user='root', db=database)\n"

@@ -269,7 +269,11 @@ def test_a_failing_sql_file_is_named_with_its_line_and_statement(shop: pytest.Py
     assert seed_calls(shop) == 0
 
 
-def test_a_failing_callable_is_named(shop: pytest.Pytester) -> None:
+def test_a_failing_callable_is_named(
+    shop: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A cache of its own: the module's may hold the state already, built by another test.
+    use_cache(monkeypatch, tmp_path / "cache")
     shop.makeconftest(
         CONFTEST
         + """
@@ -386,3 +390,26 @@ def do_postgresql_clean():
 def test_postgresql_init_takes_a_list_of_loaders() -> None:
     with pytest.raises(TypeError, match=r"load=\[PosixPath\('a.sql'\)\]"):
         PostgreSQLInit(load=Path("a.sql"))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_services_prepare_builds_the_postgresql_state_for_later_runs(
+    shop: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_cache(monkeypatch, tmp_path / "cold-cache")
+    shop.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_uses_the_server(postgresql, n):
+            open(f"body-{n}", "w").close()
+        """
+    )
+    result = run(shop, "--services-prepare", "-n", "2")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["PostgreSQL state *-state-*: built (*s)", "*no tests ran*"])
+    assert seed_calls(shop) == 1
+    assert list(shop.path.glob("body-*")) == []
+    run(shop, "-n", "2").assert_outcomes(passed=3)
+    assert seed_calls(shop) == 1

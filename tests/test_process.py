@@ -787,3 +787,18 @@ def test_a_daemonised_child_dies_with_a_killed_pytest(
         with contextlib.suppress(ProcessLookupError):
             if daemon:
                 os.kill(daemon, signal.SIGKILL)
+
+
+def test_nested_group_collectors_each_gather_their_own(tmp_path: Path) -> None:
+    # A prepared state whose build needs the base data directory built first: two builds,
+    # one inside the other, each must see the groups started while it runs.
+    from pytest_services._engine.commands import collect_groups
+
+    with collect_groups() as outer:
+        with collect_groups() as inner:
+            first = start_service("sleep", ["60"], log_dir=tmp_path, grace=0)
+        second = start_service("sleep", ["60"], log_dir=tmp_path, grace=0)
+    first.stop()
+    second.stop()
+    assert inner == {first.pid}
+    assert outer == {first.pid, second.pid}

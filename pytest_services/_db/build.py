@@ -24,6 +24,7 @@ from logging import Logger
 from typing import Any, Optional
 
 from pytest_services._db.cache import CacheEntry, discard, prune, sweep_abandoned, write_marker
+from pytest_services._engine import ledger
 from pytest_services._engine.commands import collect_groups
 from pytest_services._engine.groups import signal_group
 from pytest_services._reserve.lockfiles import try_lock
@@ -176,13 +177,34 @@ def ensure(
     timeout: float = BUILD_TIMEOUT,
     run_id: Optional[str] = None,
     error: type[DatabaseError] = DatabaseError,
+    service: str = "",
+    kind: str = "cache",
 ) -> bool:
     """Make sure ``entry`` is complete, building it with ``build`` if it is not.
 
     ``doing`` says what a build does ("preparing the MySQL state"); a build may take
     ``timeout`` seconds.  A failure is remembered for the run ``run_id`` and raised again
     as ``error`` to every later caller of that run.  Returns True when this call built it.
+    With ``service``, the session's bill counts the entry as reused or built, of ``kind``
+    ``"cache"`` (a server's initialised data directory) or ``"state"`` (a prepared state).
     """
+    begun = time.perf_counter()
+    with ledger.building():
+        was_built = _ensure(entry, build, log, doing, timeout, run_id, error)
+    if service:
+        ledger.built(service, kind, was_built, time.perf_counter() - begun)
+    return was_built
+
+
+def _ensure(
+    entry: CacheEntry,
+    build: Builder,
+    log: Logger,
+    doing: str,
+    timeout: float,
+    run_id: Optional[str],
+    error: type[DatabaseError],
+) -> bool:
     if entry.is_complete():
         entry.mark_used()
         return False

@@ -115,6 +115,8 @@ def prepared_entry(
             timeout=init.timeout,
             run_id=run_id,
             error=init.error,
+            service=getattr(engine, "service", engine.name),
+            kind="state",
         )
         if not built:
             base.mark_used()  # a later rebuild starts from it: keep it from being pruned

@@ -18,9 +18,7 @@ import stat
 import struct
 import time
 from collections.abc import Iterator
-from typing import IO
-
-import portalocker
+from typing import IO, Any
 
 from pytest_services._engine.paths import StrPath
 from pytest_services.exceptions import LockError
@@ -32,7 +30,14 @@ _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 #: Bytes of a lock table that stand for resources (ports and displays are far below).
 TABLE_END = 2**31
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_LOCK_FLAGS = portalocker.LOCK_EX | portalocker.LOCK_NB
+
+
+def _portalocker() -> Any:
+    """portalocker, imported on the first lock: with its optional parts it takes tens of
+    milliseconds to import, which a session that locks nothing should not pay."""
+    import portalocker
+
+    return portalocker
 
 
 # -- one lock per file -------------------------------------------------------------------------
@@ -78,10 +83,11 @@ def try_lock(path: str) -> int | None:
 
     Returns the open file descriptor that holds the lock, or None when it is taken.
     """
+    portalocker = _portalocker()
     while True:
         fd = open_lock_file(path)
         try:
-            portalocker.lock(_Descriptor(fd), _LOCK_FLAGS)
+            portalocker.lock(_Descriptor(fd), portalocker.LOCK_EX | portalocker.LOCK_NB)
         except portalocker.LockException as exc:
             os.close(fd)
             if isinstance(exc, portalocker.AlreadyLocked) or _would_block(exc):

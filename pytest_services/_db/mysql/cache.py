@@ -134,7 +134,13 @@ def cached_data_dir(server: MySQLServer, mysql_cache: str, log: Logger) -> str:
     zoneinfo, timezones = _timezone_source()
     entry = _cache_entry(server, mysql_cache, timezones)
     doing = f"initialising a {server.flavour} data directory"
-    build.ensure(entry, lambda folder: _build(server, folder, zoneinfo, log), log, doing)
+    build.ensure(
+        entry,
+        lambda folder: _build(server, folder, zoneinfo, log),
+        log,
+        doing,
+        service=os.path.basename(server.binary),
+    )
     return entry.data_dir
 
 

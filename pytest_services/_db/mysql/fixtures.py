@@ -12,9 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
+from pytest_services._db.mysql import driver
 from pytest_services._db.mysql.clean import MySQLCleaner
 from pytest_services._db.mysql.describe import empty_state
-from pytest_services._db.reset import clean_when_asked, reset
+from pytest_services._db.reset import clean_when_asked, reset, when_asked
 from pytest_services._db.state import State
 from pytest_services.mysql import (
     _connect,
@@ -24,6 +25,7 @@ from pytest_services.process import ServiceProcess
 
 #: Fixtures whose use means a test talks to the server, for ``do_mysql_clean``.
 _SERVER = "mysql_watcher"
+when_asked(server=_SERVER, fixture="_mysql_clean_when_asked")
 
 
 @pytest.fixture(scope="session")
@@ -51,14 +53,15 @@ def _mysql_cleaner(
 
 
 @pytest.fixture
-def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner]) -> None:
+def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner], mysql: Optional[ServiceProcess]) -> None:
     """Put the default database in its prepared state (``mysql_init``) before the test."""
-    reset(_mysql_cleaner)
+    reset(_mysql_cleaner, mysql.name if mysql is not None else "mysql")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _mysql_clean_when_asked(request: pytest.FixtureRequest) -> None:
-    """``mysql_clean`` for every test that uses the server, when ``do_mysql_clean`` is true."""
+    """``mysql_clean`` for every test that uses the server, when ``do_mysql_clean`` is true
+    (each such test gets this fixture once collected: see ``_db/reset.py``)."""
     clean_when_asked(request, server=_SERVER, do_clean="do_mysql_clean", clean="mysql_clean")
 
 
@@ -66,10 +69,11 @@ def _mysql_clean_when_asked(request: pytest.FixtureRequest) -> None:
 def mysql_url(
     mysql: Optional[ServiceProcess], mysql_socket: str, mysql_database: Optional[str]
 ) -> Optional[str]:
-    """SQLAlchemy URL of the default database over the server's unix socket."""
+    """SQLAlchemy URL of the default database over the server's unix socket, naming the
+    installed driver (``mysql+mysqldb://`` or ``mysql+pymysql://``)."""
     if mysql is None or mysql_database is None:
         return None
     return (
-        f"mysql+mysqldb://root@/{quote(mysql_database)}"
+        f"{driver.url_scheme()}://root@/{quote(mysql_database)}"
         f"?unix_socket={quote(mysql_socket)}&charset=utf8mb4"
     )

@@ -16,6 +16,7 @@ from logging import Logger
 from typing import Any
 
 from pytest_services._db.cache import CacheEntry
+from pytest_services._db.mysql import driver
 from pytest_services._db.mysql.cache import base_entry, cached_data_dir
 from pytest_services._db.mysql.describe import fill_template, quote, snapshot
 from pytest_services._db.mysql.init import MySQLInit, run_loader
@@ -28,9 +29,7 @@ __all__ = ["MySQLEngine"]
 
 
 def _connect(socket: str, database: str = "") -> Any:
-    import MySQLdb
-
-    return MySQLdb.connect(unix_socket=socket, user="root", db=database, autocommit=True)
+    return driver.connect(socket, database, autocommit=True)
 
 
 @dataclass
@@ -43,6 +42,11 @@ class MySQLEngine:
     name: str = "MySQL"
     start_timeout: float = START_TIMEOUT
     _socket: str = ""
+
+    @property
+    def service(self) -> str:
+        """The server's binary name, under which the session's bill counts its states."""
+        return os.path.basename(self.server.binary)
 
     def base_entry(self) -> CacheEntry:
         return base_entry(self.server, self.cache)
@@ -67,11 +71,9 @@ class MySQLEngine:
             arguments.append("--user=root")
 
         def accepts() -> bool:
-            import MySQLdb
-
             try:
                 _connect(socket).close()
-            except MySQLdb.Error:
+            except driver.error():
                 return False
             return True
 

@@ -14,11 +14,12 @@ import pytest
 from pytest_services._db.postgresql.clean import PostgreSQLCleaner
 from pytest_services._db.postgresql.describe import empty_state
 from pytest_services._db.postgresql.prepare import connect
-from pytest_services._db.reset import clean_when_asked, reset
+from pytest_services._db.reset import clean_when_asked, reset, when_asked
 from pytest_services._db.state import State
 
 #: The fixture whose use means a test talks to the server, for ``do_postgresql_clean``.
 _SERVER = "postgresql_watcher"
+when_asked(server=_SERVER, fixture="_postgresql_clean_when_asked")
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +47,13 @@ def _postgresql_cleaner(
 @pytest.fixture
 def postgresql_clean(_postgresql_cleaner: Optional[PostgreSQLCleaner]) -> None:
     """Put the default database in its prepared state (``postgresql_init``) before the test."""
-    reset(_postgresql_cleaner)
+    reset(_postgresql_cleaner, "postgres")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _postgresql_clean_when_asked(request: pytest.FixtureRequest) -> None:
     """``postgresql_clean`` for every test that uses the server, when ``do_postgresql_clean``
-    is true."""
+    is true (each such test gets this fixture once collected: see ``_db/reset.py``)."""
     clean_when_asked(
         request, server=_SERVER, do_clean="do_postgresql_clean", clean="postgresql_clean"
     )
