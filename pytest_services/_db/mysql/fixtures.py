@@ -14,7 +14,7 @@ import pytest
 
 from pytest_services._db.mysql.clean import MySQLCleaner
 from pytest_services._db.mysql.describe import empty_state
-from pytest_services._db.reset import clean_when_asked, reset
+from pytest_services._db.reset import clean_when_asked
 from pytest_services._db.state import State
 from pytest_services.mysql import (
     _connect,
@@ -38,6 +38,7 @@ def _mysql_cleaner(
     mysql_socket: str,
     mysql_database_name: str,
     _mysql_state: dict[str, State],
+    _mysql_kept_databases: set[str],
 ) -> Iterator[Optional[MySQLCleaner]]:
     """Resets the default database of this session's server to its prepared state."""
     if mysql is None:
@@ -45,15 +46,18 @@ def _mysql_cleaner(
         return
     mysqldb = _mysqldb()
     state = _mysql_state.get("state") or empty_state(mysql_database_name)
-    cleaner = MySQLCleaner(lambda: _connect(mysqldb, mysql_socket, autocommit=True), state)
+    cleaner = MySQLCleaner(
+        lambda: _connect(mysqldb, mysql_socket, autocommit=True), state, _mysql_kept_databases
+    )
     yield cleaner
     cleaner.close()
 
 
 @pytest.fixture
-def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner]) -> None:
+def mysql_clean(request: pytest.FixtureRequest, _mysql_cleaner: Optional[MySQLCleaner]) -> None:
     """Put the default database in its prepared state (``mysql_init``) before the test."""
-    reset(_mysql_cleaner)
+    if _mysql_cleaner is not None:
+        _mysql_cleaner.reset(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)
