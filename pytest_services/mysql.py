@@ -237,7 +237,7 @@ def mysql_database_getter(
     mysql_socket: str,
     _mysql_kept_databases: set[str],
 ) -> Optional[Callable[[str], str]]:
-    """Function ``getter(name)`` that creates database ``name`` if missing and returns the name."""
+    """Function ``getter(name)``: creates database ``name`` if missing, kept by ``mysql_clean``."""
     if not run_services or mysql_watcher is None:
         return None
     mysqldb = _mysqldb()

@@ -125,7 +125,7 @@ class MySQLCleaner:
     def _reset(self) -> None:
         if self._baseline is None:
             self._baseline = Baseline.read(self._query, self.database)
-            self._complete_state()
+            self._restorer.complete_state()
         baseline, problems = self._baseline, []
         position, values, busy, counters = self._probe(baseline)
         changed = baseline.changed_globals(values)
@@ -136,6 +136,7 @@ class MySQLCleaner:
         if busy:
             guard.end_connections(self._query, baseline.lock_info)
             guard.rollback_prepared_xa(self._query)
+            position = self._master_position()  # what they did before they ended
         for _ in range(ROUNDS):
             if position == self._position:
                 break
@@ -153,34 +154,16 @@ class MySQLCleaner:
                 f"mysql_clean cannot finish: the binary log keeps moving, {self._who()} left "
                 "something running that writes (an event, a connection in a thread)."
             )
-        counters = self._probe(baseline)[3]
-        self._restorer.counters(counters)
+        self._restorer.counters(
+            self._query(
+                "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = %s AND AUTO_INCREMENT IS NOT NULL",
+                (self.database,),
+            )
+        )
         self._trim_log()
         if problems:
             raise MySQLError("\n".join(problems))
-
-    def _complete_state(self) -> None:
-        """A state prepared by an older version lacks the events and the character set:
-        take them as the first reset finds them."""
-        if "charset" not in self.state:
-            found = self._query(
-                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
-                "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-                (self.database,),
-            )
-            if found:
-                self.state["charset"] = list(found[0])
-        if "events" not in self.state:
-            self.state["events"] = {
-                str(name): str(
-                    self._query(f"SHOW CREATE EVENT {quote(schema)}.{quote(name)}")[0][3]
-                )
-                for schema, name in self._query(
-                    "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS "
-                    "WHERE EVENT_SCHEMA = %s",
-                    (self.database,),
-                )
-            }
 
     def _probe(self, baseline: Baseline) -> tuple[Position, list[Any], bool, list[Any]]:
         """In one round trip: the log's position, the watched globals, whether another
@@ -247,7 +230,7 @@ class MySQLCleaner:
             keep = self._baseline.databases | self.keep
             touched |= self._restorer.structure(changes.ddl, keep, self._baseline.events)
         if changes.accounts:
-            problems += self._accounts()
+            problems += guard.put_back_accounts(self._query, self._baseline, self._who())
         for name in sorted(touched & tables_of_state):
             if is_versioned(self.state["tables"][name]):
                 problems.append(
@@ -287,6 +270,8 @@ class MySQLCleaner:
                 f"and the tables {tables}"
                 if gone
                 else f"changed both the table {tables} and its copy in {TEMPLATE}"
+                if len(lost) == 1
+                else f"changed both the tables {tables} and their copies in {TEMPLATE}"
             )
             self._broken = (
                 f"{self._who()} {what}: their prepared rows are lost for this session, and "
@@ -297,28 +282,6 @@ class MySQLCleaner:
         for name in sorted(damaged):
             self._restorer.copy_to_template(name)
         return []
-
-    def _accounts(self) -> list[str]:
-        """Drop users and roles made since the first reset; name grants that changed."""
-        assert self._baseline is not None
-        before, problems = self._baseline.accounts, []
-        now = guard.read_accounts(self._query)
-        for user, host, role in sorted(set(now) - set(before)):
-            if role:
-                self._query(f"DROP ROLE {quote(user)}")
-            else:
-                self._query(f"DROP USER {guard.account(user, host)}")
-        now = guard.read_accounts(self._query)  # dropping a role takes back its grants
-        for key, grants in sorted(before.items()):
-            if now.get(key) != grants:
-                what = "grants" if key in now else "account"
-                problems.append(
-                    f"mysql_clean cannot put back the {what} of {guard.account(*key[:2])}, "
-                    f"changed by {self._who()}: create users of your own for tests "
-                    "(mysql_clean drops them) instead of changing the server's."
-                )
-        self._baseline.accounts = {key: now[key] for key in before if key in now}
-        return problems
 
 
 def _error_code(exc: BaseException) -> object:

@@ -15,7 +15,14 @@ from typing import Any
 from pytest_services._db.mysql.describe import quote
 from pytest_services.exceptions import MySQLError
 
-__all__ = ["GLOBALS", "Baseline", "account", "end_connections", "rollback_prepared_xa"]
+__all__ = [
+    "GLOBALS",
+    "Baseline",
+    "account",
+    "end_connections",
+    "put_back_accounts",
+    "rollback_prepared_xa",
+]
 
 Query = Callable[..., list[tuple[Any, ...]]]
 
@@ -29,50 +36,27 @@ GLOBALS = (
     "event_scheduler",
     "autocommit",
     "foreign_key_checks",
-    "unique_checks",
     "transaction_isolation",
-    "tx_isolation",
-    "transaction_read_only",
     "character_set_server",
     "collation_server",
     "character_set_client",
-    "character_set_connection",
-    "character_set_results",
-    "collation_connection",
     "default_storage_engine",
     "explicit_defaults_for_timestamp",
     "div_precision_increment",
     "auto_increment_increment",
     "auto_increment_offset",
-    "innodb_strict_mode",
     "read_only",
     "max_connections",
     "wait_timeout",
-    "interactive_timeout",
     "lock_wait_timeout",
     "innodb_lock_wait_timeout",
     "max_allowed_packet",
     "group_concat_max_len",
-    "sql_select_limit",
     "max_statement_time",
-    "max_execution_time",
     "sql_auto_is_null",
-    "sql_safe_updates",
     "old_mode",
     "lc_time_names",
-    "default_week_format",
     "log_bin_trust_function_creators",
-    "general_log",
-    "slow_query_log",
-    "long_query_time",
-    "max_sp_recursion_depth",
-    "updatable_views_with_limit",
-    "low_priority_updates",
-    "net_read_timeout",
-    "net_write_timeout",
-    "max_heap_table_size",
-    "tmp_table_size",
-    "sort_buffer_size",
 )
 #: Seconds a reset waits for the connections it ended to be gone.
 END_TIMEOUT = 60.0
@@ -151,6 +135,25 @@ def read_accounts(query: Query) -> dict[tuple[str, str, bool], list[str]]:
             grants = []
         found[(str(user), str(host), bool(role))] = grants
     return found
+
+
+def put_back_accounts(query: Query, baseline: Baseline, who: str) -> list[str]:
+    """Drop the users and roles made since the first reset; name the accounts of the
+    baseline whose grants changed (``who`` changed them), and take them as they are now."""
+    before, problems = baseline.accounts, []
+    for user, host, role in sorted(set(read_accounts(query)) - set(before)):
+        query(f"DROP ROLE {quote(user)}" if role else f"DROP USER {account(user, host)}")
+    now = read_accounts(query)  # dropping a role takes back its grants
+    for key, grants in sorted(before.items()):
+        if now.get(key) != grants:
+            what = "grants" if key in now else "account"
+            problems.append(
+                f"mysql_clean cannot put back the {what} of {account(*key[:2])}, changed by "
+                f"{who}: create users of your own for tests (mysql_clean drops them) instead "
+                "of changing the server's."
+            )
+    baseline.accounts = {key: now[key] for key in before if key in now}
+    return problems
 
 
 def other_events(query: Query, database: str) -> set[tuple[str, str]]:

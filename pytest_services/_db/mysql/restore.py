@@ -19,6 +19,9 @@ __all__ = ["Restorer", "is_sequence", "is_versioned", "mentioned"]
 
 Query = Callable[..., list[tuple[Any, ...]]]
 _SEQUENCE = re.compile(r"\bSEQUENCE=1\b")
+#: Statements that can change a database's options, or events.
+_SCHEMA_DDL = re.compile(r"\b(DATABASE|SCHEMA)\b|^RESET MASTER$", re.IGNORECASE | re.MULTILINE)
+_EVENT_DDL = re.compile(r"\bEVENT\b|^RESET MASTER$", re.IGNORECASE | re.MULTILINE)
 _VERSIONED = re.compile(r"\bWITH SYSTEM VERSIONING\b", re.IGNORECASE)
 
 
@@ -52,10 +55,34 @@ class Restorer:
             "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
             (schema or self.database, name),
         )
-        if not found:
-            return None
-        target = f"{quote(schema or self.database)}.{quote(name)}"
+        return self._show_create(schema or self.database, name) if found else None
+
+    def _show_create(self, schema: str, name: str) -> str:
+        target = f"{quote(schema)}.{quote(name)}"
         return normalise(str(self._query(f"SHOW CREATE TABLE {target}")[0][1]))
+
+    def complete_state(self) -> None:
+        """A state prepared by an older version lacks the events and the character set:
+        take them as the first reset finds them."""
+        if "charset" not in self.state:
+            found = self._query(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+                "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                (self.database,),
+            )
+            if found:
+                self.state["charset"] = list(found[0])
+        if "events" not in self.state:
+            self.state["events"] = {
+                str(name): str(
+                    self._query(f"SHOW CREATE EVENT {quote(schema)}.{quote(name)}")[0][3]
+                )
+                for schema, name in self._query(
+                    "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS "
+                    "WHERE EVENT_SCHEMA = %s",
+                    (self.database,),
+                )
+            }
 
     # -- the template -----------------------------------------------------------------------
 
@@ -80,10 +107,12 @@ class Restorer:
         ``keep`` are dropped, and so are events outside the default database not in
         ``other_events``."""
         state, db, query = self.state, self.db, self._query
-        for (name,) in query("SHOW DATABASES"):
-            if name not in keep | {self.database, TEMPLATE}:
-                query(f"DROP DATABASE {quote(name)}")
-        self._charset()
+        ddl = list(ddl)
+        databases = {str(name) for (name,) in query("SHOW DATABASES")}
+        for name in databases - keep - {self.database, TEMPLATE}:
+            query(f"DROP DATABASE {quote(name)}")
+        if self.database not in databases or _SCHEMA_DDL.search("\n".join(ddl)):
+            self._charset()
         self._use(self.database)
         current: dict[str, str] = dict(
             query(
@@ -102,7 +131,7 @@ class Restorer:
             wanted = state["tables"].get(name)
             if wanted is None:
                 query(f"DROP TABLE {db}.{quote(name)}")
-            elif self.current_create(name) != wanted["create"]:
+            elif self._show_create(self.database, name) != wanted["create"]:
                 query(f"DROP TABLE {db}.{quote(name)}")
                 del current[name]
         for name, table in state["tables"].items():
@@ -119,7 +148,8 @@ class Restorer:
             query(routine["create"])
         self._create_views()
         self.recreate_triggers(None)
-        self._events(keep, other_events)
+        if self.state.get("events") or _EVENT_DDL.search("\n".join(ddl)):
+            self._events(keep, other_events)
         return restore
 
     def _charset(self) -> None:
