@@ -1,7 +1,9 @@
 """A clean default database before each test (``mysql_clean``), and ``mysql_url``.
 
 The state to return to is the one ``mysql_init`` prepared (an empty database without it);
-:mod:`pytest_services._db.mysql.clean` does the work, from the server's binary log.
+:mod:`pytest_services._db.mysql.clean` does the work, from the server's binary log.  Each
+reset is told the test it runs before, so that the next one can name that test in what it
+refuses to undo.
 """
 
 from __future__ import annotations
