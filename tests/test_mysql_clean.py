@@ -58,6 +58,7 @@ def test_step(step, mysql_socket, mysql_clean):
 ROUNDS = 25
 
 
+@pytest.mark.slow
 def test_a_pending_alter_never_reaches_the_next_test(project: pytest.Pytester) -> None:
     project.makepyfile(test_pending=PENDING_ALTER.replace("ROUNDS", str(ROUNDS)))
     run(project, "-v").assert_outcomes(passed=1 + 2 * ROUNDS)

@@ -101,6 +101,7 @@ def test_after_reset_master(mysql_socket, mysql_clean):
 """
 
 
+@pytest.mark.slow
 def test_what_tests_change_beside_the_rows_is_put_back(project: pytest.Pytester) -> None:
     project.makepyfile(test_put_back=PUT_BACK)
     run(project, "-v").assert_outcomes(passed=15)
