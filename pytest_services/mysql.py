@@ -214,15 +214,25 @@ def mysql_database_name() -> str:
 
 
 @pytest.fixture(scope="session")
+def _mysql_kept_databases() -> set[str]:
+    """The databases made by ``mysql_database_getter``, which ``mysql_clean`` keeps."""
+    return set()
+
+
+@pytest.fixture(scope="session")
 def mysql_database_getter(
-    run_services: bool, mysql_watcher: Optional[ServiceProcess], mysql_socket: str
+    run_services: bool,
+    mysql_watcher: Optional[ServiceProcess],
+    mysql_socket: str,
+    _mysql_kept_databases: set[str],
 ) -> Optional[Callable[[str], str]]:
-    """Function ``getter(name)`` that creates database ``name`` if missing and returns the name."""
+    """Function ``getter(name)``: creates database ``name`` if missing, kept by ``mysql_clean``."""
     if not run_services or mysql_watcher is None:
         return None
     mysqldb = _mysqldb()
 
     def getter(name: str) -> str:
+        _mysql_kept_databases.add(name)
         connection = _connect(mysqldb, mysql_socket)
         try:
             connection.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(name)}")

@@ -60,6 +60,7 @@ from pytest_services.memcached import (  # noqa: F401
     memcached_socket,
 )
 from pytest_services.mysql import (  # noqa: F401
+    _mysql_kept_databases,
     _mysql_state,
     mysql,
     mysql_base_dir,

@@ -63,8 +63,10 @@ class Engine(Protocol):
 class Cleaner(Protocol):
     """Puts one server's default database back in its prepared state before a test."""
 
-    def reset(self) -> None:
-        """Make the default database what the state describes; cheap when nothing changed."""
+    def reset(self, test: str = "") -> None:
+        """Make the default database what the state describes before the test ``test`` (a
+        node id, which the next reset's messages name as the previous test); cheap when
+        nothing changed."""
         ...
 
     def close(self) -> None:

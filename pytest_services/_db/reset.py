@@ -64,9 +64,9 @@ def clean_when_asked(request: Any, *, server: str, do_clean: str, clean: str) ->
         request.getfixturevalue(clean)
 
 
-def reset(cleaner: Optional[Cleaner], service: str = "database") -> None:
-    """Reset the default database, when services run (``cleaner`` is None when they don't);
-    the session's bill counts it for ``service``."""
+def reset(cleaner: Optional[Cleaner], service: str = "database", test: str = "") -> None:
+    """Reset the default database before the test ``test`` (its node id), when services run
+    (``cleaner`` is None when they don't); the session's bill counts it for ``service``."""
     if cleaner is not None:
         with ledger.timed_reset(service):
-            cleaner.reset()
+            cleaner.reset(test)

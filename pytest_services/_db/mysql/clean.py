@@ -1,49 +1,67 @@
 """Put the default database back in its prepared state, doing only what the last test needs.
 
-Plain code, no pytest.  A session's server keeps a binary log of rows (never synced).  Its
-position tells in one query whether anything was written since the last reset; its events
-name the tables whose rows changed, and show any DDL.  A reset then:
+Plain code, no pytest.  A session's server keeps a binary log of rows (never synced).  One
+round trip tells whether anything is to be done: the log's position, the watched global
+variables, whether other connections hold locks or transactions, and the auto-increment
+counters.  When something is, a reset:
 
-1. ends the transactions other connections left open (``KILL``: they roll back, and were
-   never in the log, which holds committed changes only);
-2. when DDL ran: drops extra databases, tables, views, triggers and routines, recreates the
-   missing or changed ones from their recorded definitions;
-3. restores the rows of every table named by the log (and of the tables that refer to them
-   by foreign key, whose cascades the log does not show) from the template database, and
-   the table's auto-increment counter.
+1. puts back the global variables (:data:`~pytest_services._db.mysql.guard.GLOBALS`);
+2. ends the other connections that hold a transaction or a lock, or wait for one, waiters
+   first, and rolls back prepared XA transactions that no connection owns;
+3. reads the log (:mod:`pytest_services._db.mysql.binlog`): when DDL ran, drops extra
+   databases, tables, views, triggers, routines, events and users, and recreates what is
+   missing or changed from the recorded definitions; repairs the template database from
+   the default database where a test wrote to it; restores the rows of every table named by
+   the log, and of the tables that refer to them by foreign key;
+4. does it again while the log moved under it, so it never finishes on a stale position.
 
-The reset's own statements are kept out of the log (``sql_log_bin = 0``).
+The reset's own statements are kept out of the log (``sql_log_bin = 0``).  What it cannot
+put back (grants of the server's own users, history of system-versioned tables, the
+template's rows when both copies changed) fails the next test with the test that did it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import Any, Optional
 
-from pytest_services._db.mysql.describe import TEMPLATE, normalise, quote
+from pytest_services._db.mysql import guard
+from pytest_services._db.mysql.binlog import Changes, Position, read_changes
+from pytest_services._db.mysql.describe import TEMPLATE, quote
+from pytest_services._db.mysql.guard import Baseline
+from pytest_services._db.mysql.restore import Restorer, is_versioned, mentioned
 from pytest_services._db.state import State
+from pytest_services.exceptions import MySQLError
 
 #: Past this size the log is emptied (``RESET MASTER``) at the next reset.
 MAX_BINLOG_BYTES = 64 * 1024 * 1024
 #: Seconds a reset waits for a lock that another connection holds before it ends them all.
 LOCK_WAIT = 2
-_TABLE_MAP = re.compile(r"\((.*)\)\s*$")
-_QUIET = {"BEGIN", "COMMIT", "ROLLBACK"}
+#: Times a reset reads the log again because it moved while the reset ran.
+ROUNDS = 10
 #: MySQL's "lock wait timeout exceeded" errors (metadata and row locks).
 _LOCK_ERRORS = {1205}
 
 
 class MySQLCleaner:
-    """Resets the default database of one server; ``reset()`` before each test."""
+    """Resets the default database of one server; ``reset(test)`` before each test."""
 
-    def __init__(self, connect: Callable[[], Any], state: State) -> None:
+    def __init__(
+        self, connect: Callable[[], Any], state: State, keep: Optional[set[str]] = None
+    ) -> None:
         self._connect = connect
         self.state = state
         self.database: str = state["database"]
+        #: Databases that survive every reset besides those of the first one: those that
+        #: ``mysql_database_getter`` made.  Shared with it, so it sees later additions.
+        self.keep = keep if keep is not None else set()
         self._connection: Any = None
-        self._position: tuple[str, int] | None = None  # None: look at the whole log
-        self._databases: set[str] | None = None
+        self._position: Position | None = None  # None: look at the whole log
+        self._baseline: Baseline | None = None
+        self._restorer = Restorer(self._query, self._use, state)
+        self._previous: str | None = None  # the test the last reset ran before
+        self._broken = ""
 
     # -- the connection ------------------------------------------------------------------
 
@@ -56,6 +74,7 @@ class MySQLCleaner:
                 "foreign_key_checks = 0",
                 f"lock_wait_timeout = {LOCK_WAIT}",
                 f"innodb_lock_wait_timeout = {LOCK_WAIT}",
+                "group_concat_max_len = 67108864",
             ):
                 cursor.execute(f"SET SESSION {setting}")
             self._connection = connection
@@ -63,8 +82,11 @@ class MySQLCleaner:
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         cursor = self._cursor()
-        cursor.execute(sql, args)
+        cursor.execute(sql, args or None)  # without arguments, % is no placeholder
         return list(cursor.fetchall())
+
+    def _use(self, database: str) -> None:
+        self._cursor().execute(f"USE {quote(database)}")
 
     def close(self) -> None:
         """Close the cleaner's connection."""
@@ -74,214 +96,194 @@ class MySQLCleaner:
 
     # -- the reset -------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Make the default database what the state describes; cheap when nothing changed."""
+    def reset(self, test: str = "") -> None:
+        """Make the default database what the state describes; cheap when nothing changed.
+
+        ``test`` names the test that runs next, for the messages of the reset after it.
+        """
         try:
-            self._reset()
-        except Exception as exc:
-            if _error_code(exc) not in (*_LOCK_ERRORS, 2006, 2013):
-                raise
-            # A lock held by an idle connection, or our connection was killed: end every
-            # other connection, and do it once more on a new one.
-            self.close()
-            self._end_other_connections(everyone=True)
-            self._reset()
+            if self._broken:
+                raise MySQLError(self._broken)
+            try:
+                self._reset()
+            except Exception as exc:
+                if _error_code(exc) not in (*_LOCK_ERRORS, 2006, 2013):
+                    raise
+                # A lock of a connection we could not see, or ours was killed: end every
+                # other connection, and do it once more on a new one.
+                self.close()
+                self._end_everyone()
+                self._reset()
+        finally:
+            self._previous = test or None
+
+    def _who(self) -> str:
+        if self._previous is None:
+            return "a test or fixture before the first mysql_clean"
+        return self._previous
 
     def _reset(self) -> None:
-        self._end_other_connections(everyone=False)
-        if self._databases is None:
-            self._databases = {name for (name,) in self._query("SHOW DATABASES")}
-        position = self._binlog_position()
-        if position == self._position:
-            self._restore_counters()
+        if self._baseline is None:
+            self._baseline = Baseline.read(self._query, self.database)
+            self._restorer.complete_state()
+        baseline, problems = self._baseline, []
+        position, values, busy, counters = self._probe(baseline)
+        changed = baseline.changed_globals(values)
+        if position == self._position and not changed and not busy:
+            self._restorer.counters(counters)
             return
-        tables, ddl = self._changes_since(self._position)
-        if ddl:
-            tables |= self._restore_structure(ddl)
-        self._restore_rows(tables)
-        self._restore_counters()
-        self._position = self._binlog_position()
+        guard.put_back_globals(self._query, changed)
+        if busy:
+            guard.end_connections(self._query, baseline.lock_info)
+            guard.rollback_prepared_xa(self._query)
+            position = self._master_position()  # what they did before they ended
+        for _ in range(ROUNDS):
+            if position == self._position:
+                break
+            since = self._position or (str(self._query("SHOW BINARY LOGS")[0][0]), 4)
+            changes = read_changes(self._query, since, self.database)
+            if changes is None:  # the log was emptied: anything may have changed
+                changes = Changes(
+                    ddl=["RESET MASTER"], statements=True, accounts=True, unknown=True, end=position
+                )
+            problems += self._restore(changes)
+            self._position = changes.end
+            position = self._master_position()
+        else:
+            raise MySQLError(
+                f"mysql_clean cannot finish: the binary log keeps moving, {self._who()} left "
+                "something running that writes (an event, a connection in a thread)."
+            )
+        self._restorer.counters(
+            self._query(
+                "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = %s AND AUTO_INCREMENT IS NOT NULL",
+                (self.database,),
+            )
+        )
+        self._trim_log()
+        if problems:
+            raise MySQLError("\n".join(problems))
+
+    def _probe(self, baseline: Baseline) -> tuple[Position, list[Any], bool, list[Any]]:
+        """In one round trip: the log's position, the watched globals, whether another
+        connection holds a transaction or a lock, and the auto-increment counters."""
+        busy = (
+            "(SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+            "WHERE trx_mysql_thread_id <> CONNECTION_ID())"
+        )
+        if baseline.lock_info:
+            busy += (
+                " + (SELECT COUNT(*) FROM information_schema.METADATA_LOCK_INFO "
+                "WHERE THREAD_ID <> CONNECTION_ID())"
+            )
+        columns = [f"@@global.{name}" for name in baseline.watched]
+        columns += [
+            busy,
+            "(SELECT JSON_ARRAYAGG(JSON_ARRAY(TABLE_NAME, AUTO_INCREMENT)) "
+            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND AUTO_INCREMENT IS NOT NULL)",
+        ]
+        cursor = self._cursor()
+        cursor.execute("SHOW MASTER STATUS; SELECT " + ", ".join(columns), (self.database,))
+        name, offset = cursor.fetchall()[0][:2]
+        cursor.nextset()
+        row = list(cursor.fetchall()[0])
+        counters = json.loads(row[-1]) if row[-1] else []
+        return (str(name), int(offset)), row[:-2], bool(row[-2]), counters
+
+    def _master_position(self) -> Position:
+        name, offset = self._query("SHOW MASTER STATUS")[0][:2]
+        return str(name), int(offset)
+
+    def _trim_log(self) -> None:
+        """Keep the log small, and never on its first file: a test's ``RESET MASTER`` then
+        shows, as our file is gone."""
+        assert self._position is not None
         if self._position[1] > MAX_BINLOG_BYTES:
             self._query("RESET MASTER")
-            self._position = self._binlog_position()
+        if self._position[1] > MAX_BINLOG_BYTES or self._position[0].endswith(".000001"):
+            self._query("FLUSH BINARY LOGS")
+            self._position = self._master_position()
 
-    def _restore_counters(self) -> None:
-        """Set back auto-increment counters that moved without a trace in the log: InnoDB
-        keeps a counter's advance when the transaction that made it rolls back."""
-        tables = self.state["tables"]
-        for name, counter in self._query(
-            "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = %s AND AUTO_INCREMENT IS NOT NULL",
-            (self.database,),
+    def _end_everyone(self) -> None:
+        for (thread,) in self._query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+            "AND COMMAND NOT IN ('Daemon', 'Binlog Dump') AND USER <> 'system user'"
         ):
-            wanted = tables.get(name, {}).get("auto_increment")
-            if wanted and int(counter) != int(wanted):
-                target = f"{quote(self.database)}.{quote(name)}"
-                self._query(f"ALTER TABLE {target} AUTO_INCREMENT = {int(wanted)}")
-
-    def _end_other_connections(self, everyone: bool) -> None:
-        if everyone:
-            sql = (
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
-                "AND COMMAND NOT IN ('Daemon', 'Binlog Dump') AND USER <> 'system user'"
-            )
-        else:  # only those in a transaction: idle connections keep working
-            sql = (
-                "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX "
-                "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
-            )
-        for (thread,) in self._query(sql):
             try:
                 self._query(f"KILL {int(thread)}")
             except Exception as exc:  # it ended by itself meanwhile
                 if _error_code(exc) != 1094:  # unknown thread id
                     raise
 
-    def _binlog_position(self) -> tuple[str, int]:
-        name, position = self._query("SHOW MASTER STATUS")[0][:2]
-        return str(name), int(position)
+    # -- what the log says -----------------------------------------------------------------
 
-    def _changes_since(self, since: tuple[str, int] | None) -> tuple[set[str], list[str]]:
-        """The default database's tables whose rows changed, and the DDL statements run."""
-        logs = [str(row[0]) for row in self._query("SHOW BINARY LOGS")]
-        if since is not None and since[0] in logs:
-            logs = logs[logs.index(since[0]) :]
-        tables: set[str] = set()
-        ddl: list[str] = []
-        prefix = f"{self.database}."
-        for log in logs:
-            start = since[1] if since is not None and log == since[0] else 4
-            for row in self._query(f"SHOW BINLOG EVENTS IN '{log}' FROM {start}"):
-                kind, info = str(row[2]), str(row[5])
-                if kind == "Table_map":
-                    match = _TABLE_MAP.search(info)
-                    if match and match.group(1).startswith(prefix):
-                        tables.add(match.group(1)[len(prefix) :])
-                elif kind == "Query" and info.strip().upper() not in _QUIET:
-                    ddl.append(info)
-        return tables, ddl
+    def _restore(self, changes: Changes) -> list[str]:
+        """Undo ``changes``; return what could not be undone."""
+        assert self._baseline is not None
+        tables_of_state = set(self.state["tables"])
+        touched = set(tables_of_state) if changes.statements else set(changes.tables)
+        touched |= {name for name in tables_of_state if mentioned(name, changes.ddl)}
+        problems = self._repair_template(changes, touched)
+        if changes.ddl:
+            keep = self._baseline.databases | self.keep
+            touched |= self._restorer.structure(changes.ddl, keep, self._baseline.events)
+        if changes.accounts:
+            problems += guard.put_back_accounts(self._query, self._baseline, self._who())
+        for name in sorted(touched & tables_of_state):
+            if is_versioned(self.state["tables"][name]):
+                problems.append(
+                    "mysql_clean cannot put back the history of the system-versioned table "
+                    f"{quote(name)}, written by {self._who()}: its rows are back, its history "
+                    "is not. Leave such tables out of the prepared state, or do not write to "
+                    "them in tests that use mysql_clean."
+                )
+        self._restorer.rows(touched)
+        return problems
 
-    def _restore_structure(self, ddl: Iterable[str]) -> set[str]:
-        """Undo DDL: return the tables whose rows must be restored too."""
-        state, db = self.state, quote(self.database)
-        assert self._databases is not None
-        for (name,) in self._query("SHOW DATABASES"):
-            if name not in self._databases | {self.database}:
-                self._query(f"DROP DATABASE {quote(name)}")
-        self._query(f"CREATE DATABASE IF NOT EXISTS {db}")
-        self._cursor().execute(f"USE {db}")
-        current = dict(
-            self._query(
-                "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = %s",
-                (self.database,),
-            )
+    def _repair_template(self, changes: Changes, touched: set[str]) -> list[str]:
+        """Copy back into the template what a test wrote there, from the default database
+        where it is still as prepared; fail for good where it is not."""
+        damaged = set(changes.template_tables) & set(self.state["tables"])
+        if changes.template_ddl:
+            damaged = set(self.state["tables"])
+        elif changes.unknown:  # what is still there is taken as it is
+            damaged |= {
+                name
+                for name in self.state["tables"]
+                if self._restorer.current_create(name, TEMPLATE) is None
+            }
+        if not damaged:
+            return []
+        gone = not self._query("SHOW DATABASES LIKE %s", (TEMPLATE,))
+        lost = sorted(
+            name
+            for name in damaged
+            if name in touched
+            or self._restorer.current_create(name) != self.state["tables"][name]["create"]
         )
-        for name, kind in current.items():
-            if kind == "VIEW":
-                self._query(f"DROP VIEW {db}.{quote(name)}")
-        restore = {name for name in state["tables"] if _mentioned(name, ddl)}
-        for name, kind in list(current.items()):
-            if kind == "VIEW":
-                continue
-            wanted = state["tables"].get(name)
-            if wanted is None:
-                self._query(f"DROP TABLE {db}.{quote(name)}")
-            elif (
-                normalise(self._query(f"SHOW CREATE TABLE {db}.{quote(name)}")[0][1])
-                != (wanted["create"])
-            ):
-                self._query(f"DROP TABLE {db}.{quote(name)}")
-                del current[name]
-        for name, table in state["tables"].items():
-            if name not in current:
-                self._query(table["create"])
-                restore.add(name)
-        for name, kind in self._query(
-            "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES "
-            "WHERE ROUTINE_SCHEMA = %s",
-            (self.database,),
-        ):
-            self._query(f"DROP {kind} {db}.{quote(name)}")
-        for routine in state["routines"].values():
-            self._query(routine["create"])
-        self._create_views()
-        self._recreate_triggers(None)
-        return restore
-
-    def _create_views(self) -> None:
-        """Create the state's views; a view that uses another waits for it."""
-        pending = list(self.state["views"].values())
-        while pending:
-            failed = []
-            for create in pending:
-                try:
-                    self._query(create)
-                except Exception:
-                    failed.append(create)
-            if len(failed) == len(pending):
-                self._query(failed[0])  # raises the real error
-            pending = failed
-
-    def _recreate_triggers(self, tables: set[str] | None) -> None:
-        """Drop and create the triggers of ``tables`` (None: all) as the state has them."""
-        db = quote(self.database)
-        for name, table in self._query(
-            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = %s",
-            (self.database,),
-        ):
-            if tables is None or table in tables:
-                self._query(f"DROP TRIGGER {db}.{quote(name)}")
-        for trigger in self.state["triggers"].values():
-            if tables is None or trigger["table"] in tables:
-                self._query(trigger["create"])
-
-    def _restore_rows(self, tables: set[str]) -> None:
-        state, db = self.state, quote(self.database)
-        wanted = _with_children(tables & set(state["tables"]), state.get("children", {}))
-        if not wanted:
-            return
-        with_triggers = {t["table"] for t in state["triggers"].values()} & wanted
-        if with_triggers:  # the copy must not fire them
-            self._query(f"USE {db}")
-            for (trigger_name,) in self._query(
-                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
-                "AND EVENT_OBJECT_TABLE IN (" + ", ".join(["%s"] * len(with_triggers)) + ")",
-                (self.database, *sorted(with_triggers)),
-            ):
-                self._query(f"DROP TRIGGER {db}.{quote(trigger_name)}")
-        for name in sorted(wanted):
-            table, target = state["tables"][name], f"{db}.{quote(name)}"
-            columns = ", ".join(quote(column) for column in table["columns"])
-            self._query(f"DELETE FROM {target}")
-            self._query(
-                f"INSERT INTO {target} ({columns}) SELECT {columns} "
-                f"FROM {quote(TEMPLATE)}.{quote(name)}"
+        if lost:
+            tables = ", ".join(quote(name) for name in lost)
+            what = (
+                f"dropped the database {TEMPLATE}, where mysql_clean keeps the prepared rows, "
+                f"and the tables {tables}"
+                if gone
+                else f"changed both the table {tables} and its copy in {TEMPLATE}"
+                if len(lost) == 1
+                else f"changed both the tables {tables} and their copies in {TEMPLATE}"
             )
-        if with_triggers:
-            for trigger in state["triggers"].values():
-                if trigger["table"] in with_triggers:
-                    self._query(trigger["create"])
+            self._broken = (
+                f"{self._who()} {what}: their prepared rows are lost for this session, and "
+                f"every later mysql_clean fails. Leave {TEMPLATE} alone (a helper that drops "
+                "every database must skip it)."
+            )
+            raise MySQLError(self._broken)
+        for name in sorted(damaged):
+            self._restorer.copy_to_template(name)
+        return []
 
 
 def _error_code(exc: BaseException) -> object:
     """The server's error number of a client error (its first argument), or None."""
     return exc.args[0] if exc.args else None
-
-
-def _mentioned(name: str, statements: Iterable[str]) -> bool:
-    """Whether a table name occurs as a word in any of ``statements``."""
-    pattern = re.compile(rf"(?<![\w$]){re.escape(name)}(?![\w$])", re.IGNORECASE)
-    return any(pattern.search(statement) for statement in statements)
-
-
-def _with_children(tables: set[str], children: dict[str, list[str]]) -> set[str]:
-    """``tables`` and every table that refers to one of them, directly or not."""
-    found, todo = set(tables), list(tables)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found

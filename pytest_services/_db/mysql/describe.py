@@ -2,7 +2,8 @@
 
 Plain code, no pytest.  :func:`snapshot` records what the per-test reset
 (:mod:`pytest_services._db.mysql.clean`) restores -- tables with their definitions and
-columns, counters, views, triggers, routines, foreign-key children -- and
+columns, counters, views, triggers, routines, events, foreign-key children, the database's
+character set -- and
 :func:`fill_template` copies every table's rows into :data:`TEMPLATE`, where the reset
 takes them from.
 """
@@ -49,7 +50,7 @@ def _create(cursor: Any, kind: str, db: str, name: str) -> str:
 
 def snapshot(cursor: Any, database: str) -> State:
     """Describe ``database``: its tables (definition, columns, counter), views, triggers,
-    routines, and which tables refer to which by foreign key."""
+    routines, events, character set, and which tables refer to which by foreign key."""
     state = empty_state(database)
     db = quote(database)
     for name, kind, counter in _rows(
@@ -72,6 +73,7 @@ def snapshot(cursor: Any, database: str) -> State:
             "create": normalise(create),
             "columns": [column for (column,) in columns],
             "auto_increment": counter,
+            "sequence": kind == "SEQUENCE",
         }
     triggers = (
         "TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE "
@@ -84,6 +86,19 @@ def snapshot(cursor: Any, database: str) -> State:
     )
     for name, kind in _rows(cursor, f"SELECT {routines}", (database,)):
         state["routines"][name] = {"type": kind, "create": _create(cursor, kind, db, name)}
+    events = "EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s"
+    state["events"] = {
+        name: str(_rows(cursor, f"SHOW CREATE EVENT {db}.{quote(name)}")[0][3])
+        for (name,) in _rows(cursor, f"SELECT {events}", (database,))
+    }
+    state["charset"] = list(
+        _rows(
+            cursor,
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+            "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+            (database,),
+        )[0]
+    )
     children: dict[str, list[str]] = {}
     for parent, child in _rows(
         cursor,

@@ -1,7 +1,9 @@
 """A clean default database before each test (``mysql_clean``), and ``mysql_url``.
 
 The state to return to is the one ``mysql_init`` prepared (an empty database without it);
-:mod:`pytest_services._db.mysql.clean` does the work, from the server's binary log.
+:mod:`pytest_services._db.mysql.clean` does the work, from the server's binary log.  Each
+reset is told the test it runs before, so that the next one can name that test in what it
+refuses to undo.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _mysql_cleaner(
     mysql_socket: str,
     mysql_database_name: str,
     _mysql_state: dict[str, State],
+    _mysql_kept_databases: set[str],
 ) -> Iterator[Optional[MySQLCleaner]]:
     """Resets the default database of this session's server to its prepared state."""
     if mysql is None:
@@ -47,15 +50,21 @@ def _mysql_cleaner(
         return
     mysqldb = _mysqldb()
     state = _mysql_state.get("state") or empty_state(mysql_database_name)
-    cleaner = MySQLCleaner(lambda: _connect(mysqldb, mysql_socket, autocommit=True), state)
+    cleaner = MySQLCleaner(
+        lambda: _connect(mysqldb, mysql_socket, autocommit=True), state, _mysql_kept_databases
+    )
     yield cleaner
     cleaner.close()
 
 
 @pytest.fixture
-def mysql_clean(_mysql_cleaner: Optional[MySQLCleaner], mysql: Optional[ServiceProcess]) -> None:
+def mysql_clean(
+    request: pytest.FixtureRequest,
+    _mysql_cleaner: Optional[MySQLCleaner],
+    mysql: Optional[ServiceProcess],
+) -> None:
     """Put the default database in its prepared state (``mysql_init``) before the test."""
-    reset(_mysql_cleaner, mysql.name if mysql is not None else "mysql")
+    reset(_mysql_cleaner, mysql.name if mysql is not None else "mysql", request.node.nodeid)
 
 
 @pytest.fixture

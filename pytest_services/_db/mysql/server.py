@@ -78,6 +78,8 @@ BINLOG = (
 )
 #: The same for the Aria engine of MariaDB's system and temporary tables.
 MARIADB_SETTINGS = ("aria-pagecache-buffer-size=16M",)
+#: A session's MariaDB server shows which connection holds which lock (for ``mysql_clean``).
+MARIADB_SESSION_SETTINGS = ("plugin-load-add=metadata_lock_info",)
 #: MySQL 8 starts the X plugin, which listens on a TCP port and a socket of its own.
 MYSQL8_SETTINGS = ("mysqlx=OFF",)
 
@@ -119,7 +121,7 @@ class MySQLServer:
         """The settings of every server of this flavour, layout included."""
         extra: tuple[str, ...]
         if self.is_mariadb:
-            extra = MARIADB_SETTINGS
+            extra = (*MARIADB_SETTINGS, *(MARIADB_SESSION_SETTINGS if binlog else ()))
         else:
             extra = MYSQL8_SETTINGS if self.version >= (8, 0, 0) else ()
         return (*self.layout, *COMMON_SETTINGS, *(BINLOG if binlog else NO_BINLOG), *extra)

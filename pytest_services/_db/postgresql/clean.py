@@ -146,7 +146,7 @@ class PostgreSQLCleaner:
 
     # -- the reset -----------------------------------------------------------------------
 
-    def reset(self) -> None:
+    def reset(self, test: str = "") -> None:
         """Make the default database what the state describes; cheap when nothing changed."""
         try:
             self._reset()
