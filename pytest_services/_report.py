@@ -13,81 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import textwrap
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
 from pytest_services import folders
+from pytest_services._deaths import Death, DeathSummary, summary_line
 from pytest_services._engine import ledger
 from pytest_services._remote_services import RemoteService, remote_services
+from pytest_services._service_output import DEFAULT_LINES, output_lines, read_since, with_headers
 from pytest_services.process import ServiceProcess, running_services
 from pytest_services.service import service_owner
 
-#: The ini option, and how many lines of each service a failing report shows by default.
+#: The ini option of how many lines of each service a failing report shows.
 LINES_OPTION = "services_report_lines"
-DEFAULT_LINES = 20
-#: At most this many bytes of a service's output are read for one section.
-READ_LIMIT = 64 * 1024
 #: The names under which the hooks are registered.
 REPORTER_NAME = "services-report"
 SUMMARY_NAME = "services-report-summary"
-
-
-@dataclass
-class Death:
-    """A service seen dead before its teardown."""
-
-    name: str
-    pid: int
-    #: None for another worker's process that was reaped before it was seen dead.
-    returncode: Optional[int]
-    noticed_at: float
-    during: Optional[str]
-    log_path: Optional[Path]
-    #: The shared service it belongs to, when another worker started it.
-    shared: Optional[str] = None
-
-    def describe(self, now: Optional[float] = None) -> str:
-        """``service 'memcached' (pid 12) exited with code -9 (SIGKILL) by 12:03:04, ...``."""
-        clock = time.strftime("%H:%M:%S", time.localtime(self.noticed_at))
-        if self.returncode is None:
-            ended = "ended"
-        else:
-            ended = f"exited with code {self.returncode}"
-            if self.returncode < 0:
-                ended += f" ({_signal_name(-self.returncode)})"
-        text = f"service {self.name!r} (pid {self.pid}) {ended} by {clock}"
-        if self.shared is not None:
-            text = f"{text} (shared service {self.shared!r}, started by another worker)"
-        if now is not None:
-            text += f", {max(0.0, now - self.noticed_at):.1f} s ago"
-        return f"{text}, during {self.during}" if self.during else text
-
-
-class DeathSummary:
-    """The services that died, from the reports that carry them (from xdist workers too)."""
-
-    def __init__(self) -> None:
-        self.summary: list[str] = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for line in getattr(report, "services_died", ()):
-            # Every worker notices a shared service's death: the summary names it once.
-            key = line.split(")", 1)[0]
-            if not any(known.split(")", 1)[0] == key for known in self.summary):
-                self.summary.append(line)
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self.summary:
-            terminalreporter.section("services that died before their teardown", red=True)
-            for line in self.summary:
-                terminalreporter.line(line)
 
 
 class ServiceReporter:
@@ -128,7 +74,7 @@ class ServiceReporter:
                 f"{death.describe(time.time())}; the shared services of this run cannot be "
                 "used any more.",
                 f"  command: {' '.join(remote.command)}",
-                *_output_lines(death.log_path, self.lines),
+                *output_lines(death.log_path, self.lines),
             ]
             pytest.fail("\n".join(message), pytrace=False)
 
@@ -145,7 +91,7 @@ class ServiceReporter:
         report: pytest.TestReport = outcome.get_result()
         if self._unreported:
             report.services_died = [  # type: ignore[attr-defined]
-                _summary_line(death) for death in self._unreported
+                summary_line(death) for death in self._unreported
             ]
             self._unreported = []
         if report.failed and self.lines and not self._refused:
@@ -155,7 +101,7 @@ class ServiceReporter:
         if call.when == "teardown":
             # JUnit XML takes a test's captured output from its teardown report, and joins
             # the sections without their titles: each starts with a line naming its service.
-            report.sections.extend(_with_headers(self._sections))
+            report.sections.extend(with_headers(self._sections))
             self._sections = []
 
     def _notice_deaths(self, services: list[ServiceProcess], include_function_scope: bool) -> None:
@@ -226,7 +172,7 @@ class ServiceReporter:
         return [
             (
                 f"Captured stdout of service {process.name!r} (pid {process.pid})",
-                _read_since(fd, self._marks.get(process, 0), self.lines)
+                read_since(fd, self._marks.get(process, 0), self.lines)
                 or "no output during this test",
                 process.log_path,
             )
@@ -312,55 +258,3 @@ def report_lines(config: pytest.Config) -> int:
             f"such as {DEFAULT_LINES} (0 turns the service sections off), not {value!r}."
         )
     return int(value)
-
-
-def _read_since(fd: int, start: int, lines: int) -> str:
-    """The last ``lines`` lines written to the log ``fd`` from byte ``start`` on."""
-    end = os.fstat(fd).st_size
-    if end < start:
-        start = 0  # the log was truncated: all of it is new
-    start = max(start, end - READ_LIMIT)
-    text = os.pread(fd, end - start, start).decode(errors="replace").rstrip()
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _output_lines(log_path: Optional[Path], lines: int) -> list[str]:
-    """The lines of an error that name a log and quote its end."""
-    if log_path is None:
-        return []
-    try:
-        with open(log_path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - READ_LIMIT))
-            text = log.read().decode(errors="replace").rstrip()
-    except OSError:
-        text = ""
-    tail = "\n".join(text.splitlines()[-(lines or DEFAULT_LINES) :])
-    if not tail:
-        return [f"  output: {log_path}", "  it printed nothing"]
-    return [
-        f"  output: {log_path}",
-        f"  last lines of its output:\n{textwrap.indent(tail, '    ')}",
-    ]
-
-
-def _with_headers(sections: list[tuple[str, str, Optional[Path]]]) -> list[tuple[str, str]]:
-    """The sections, each opening with a line that names its service and log."""
-    result = []
-    for title, text, log_path in sections:
-        service = title[len("Captured stdout of ") :]
-        log = f", log {log_path}" if log_path is not None else ""
-        result.append((title, f"--- {service}{log} ---\n{text}\n"))
-    return result
-
-
-def _summary_line(death: Death) -> str:
-    where = f"; log: {death.log_path}" if death.log_path is not None else ""
-    return f"{death.describe()}{where}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

@@ -22,6 +22,8 @@ import os
 import re
 import time
 
+from pytest_services._reserve.lockfiles import still_linked
+
 #: Folder of the run leases in the keep folder, and of the lease marks in a slot.
 RUNS = "runs"
 LEASES = "leases"
@@ -106,7 +108,7 @@ class RunLease:
         while True:
             fd = open_lock(path)
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for a sweeper's instant
-            if _still_linked(fd, path):
+            if still_linked(fd, path):
                 self._fd = fd
                 return
             os.close(fd)  # swept as we opened it: lock the new file
@@ -115,15 +117,6 @@ class RunLease:
         fd, self._fd = self._fd, None
         if fd is not None and self._pid == os.getpid():
             os.close(fd)
-
-
-def _still_linked(fd: int, path: str) -> bool:
-    try:
-        on_disk = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def sweep_runs(root: str) -> None:

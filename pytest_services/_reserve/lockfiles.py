@@ -58,7 +58,7 @@ def open_lock_file(path: str) -> int:
     return fd
 
 
-def _still_linked(fd: int, path: str) -> bool:
+def still_linked(fd: int, path: str) -> bool:
     """Tell whether ``path`` is still the file ``fd`` has open (not removed or replaced)."""
     try:
         on_disk = os.stat(path, follow_symlinks=False)
@@ -93,7 +93,7 @@ def try_lock(path: str) -> int | None:
             if isinstance(exc, portalocker.AlreadyLocked) or _would_block(exc):
                 return None
             raise LockError(f"Cannot lock {path}: {exc}") from exc
-        if _still_linked(fd, path):
+        if still_linked(fd, path):
             return fd
         os.close(fd)  # its holder removed it as we opened it: lock the new file
 
