@@ -55,4 +55,7 @@ def connect(socket: str, database: str = "", **options: Any) -> Any:
     options.setdefault("charset", "utf8mb4")
     if database:
         options["db" if dialect == "mysqldb" else "database"] = database
+    if dialect == "pymysql":  # as mysqlclient does by default: the reset sends two at once
+        multi = importlib.import_module("pymysql.constants.CLIENT").MULTI_STATEMENTS
+        options["client_flag"] = options.get("client_flag", 0) | multi
     return library.connect(unix_socket=socket, user="root", **options)
