@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,20 +24,13 @@ INI = "[pytest]\nDJANGO_SETTINGS_MODULE = settings\npythonpath = .\nrun_services
 
 
 @pytest.fixture(scope="module")
-def base_cache(pytester_module_dir: Path) -> Path:
-    return pytester_module_dir
-
-
-@pytest.fixture(scope="module")
-def pytester_module_dir() -> Iterator[Path]:
+def base_cache() -> Iterator[Path]:
     """A cache folder with the initialised cluster, built once for this file."""
     for cache in in_memory("test-django-pg-"):
         folder = cache / "project"
         folder.mkdir()
         (folder / "test_it.py").write_text("def test_it(postgresql):\n    pass\n")
         env = dict(os.environ, PYTEST_SERVICES_CACHE_DIR=str(cache / "cache"))
-        import subprocess
-
         subprocess.run(
             [sys.executable, "-m", "pytest", "--run-services", "-p", "no:cacheprovider",
              "-p", "no:django", "-q", str(folder)],
@@ -92,7 +86,7 @@ def test_migrations_run_once_for_every_worker_and_run(project: pytest.Pytester) 
         .replace('{"name": "red"}', '{"name": "green"}')
     )
     project.makepyfile(
-        test_things=project_files.TESTS.replace('SEEDED = ["seeded"]', 'SEEDED = ["seeded", "more"]')
+        test_things=project_files.TESTS.replace('["seeded"]', '["seeded", "more"]')
     )
     run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=PASSED)
     run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
@@ -122,7 +116,7 @@ def test_services_off_names_postgresql(project: pytest.Pytester) -> None:
     )  # fmt: skip
 
 
-def test_mariadb_can_be_chosen_by_name_is_validated(project: pytest.Pytester) -> None:
+def test_a_bad_services_django_db_value_is_a_usage_error(project: pytest.Pytester) -> None:
     project.makeini(INI + "services_django_db = maybe\n")
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
