@@ -1,9 +1,12 @@
-"""pytest-django's test database on this session's (or worker's) private MariaDB, migrated once.
+"""pytest-django's test database on this session's (or worker's) private server, migrated once.
 
 Opt in with the ini option ``services_django_db = true`` (the plugin then registers this
-module after pytest-django, so that its fixtures take the place of pytest-django's):
+module after pytest-django, so that its fixtures take the place of pytest-django's).  The
+server follows the default database's ``ENGINE``: PostgreSQL for a PostgreSQL project,
+MariaDB for any other; ``services_django_db = postgresql`` or ``= mariadb`` chooses it.
 
-* ``mysql_init`` becomes ``django_mysql_init``: the default database is migrated (with
+* ``mysql_init`` becomes ``django_mysql_init`` (``postgresql_init`` becomes
+  ``django_postgresql_init``): the default database is migrated (with
   Django's ``migrate``, ``run_syncdb`` included) once per ``django_migrations_key`` and
   kept in the data-directory cache; every worker and later run starts from a copy, and no
   test run runs the migration framework while that state is current; ``--create-db``
@@ -25,19 +28,29 @@ import pytest
 
 from pytest_services._db.cache import CacheEntry
 from pytest_services._db.django import (
+    DEFAULT,
     disable_migrations,
     migrate,
     redirect_default,
     setup_test_databases,
     uses_migrations,
 )
+from pytest_services._db.django_engines import (
+    ENGINES,
+    MARIADB,
+    POSTGRESQL,
+    DjangoEngine,
+    choose,
+    parse_choice,
+)
 from pytest_services._db.django_key import migrations_key, settings_digest, state_key
-from pytest_services._db.mysql.cache import base_entry
-from pytest_services._db.mysql.django import apply_test_charset, redirect
-from pytest_services._db.mysql.server import MySQLServer, get_server, mysql_cache_dir
+from pytest_services._db.postgresql.clean import PostgreSQLCleaner
+from pytest_services._db.reset import reset
+from pytest_services._db.state import DatabaseInit
 from pytest_services._options import verbosity
 from pytest_services.folders import memory_root
 from pytest_services.mysql import MySQLInit
+from pytest_services.postgresql import PostgreSQLInit
 from pytest_services.process import ServiceProcess
 
 __all__ = [
@@ -45,8 +58,11 @@ __all__ = [
     "django_db_setup",
     "django_migrations_key",
     "django_mysql_init",
+    "django_postgresql_init",
     "migrate_loader",
     "mysql_init",
+    "postgresql_clean",
+    "postgresql_init",
 ]
 
 #: The settings digest of the key, taken before the tests change any setting.
@@ -54,7 +70,9 @@ _SETTINGS = pytest.StashKey[str]()
 #: This run's token: the generation ``--create-db`` records; the same in every worker.
 _RUN = pytest.StashKey[str]()
 _RUN_INPUT = "services_django_run"
-#: The default of ``mysql_database_name``, for the report header.
+#: The server the test database goes to (a key of ``ENGINES``).
+_ENGINE = pytest.StashKey[str]()
+#: The default of ``mysql_database_name`` and ``postgresql_database_name``, for the header.
 _DATABASE = "pytest_services_test"
 
 
@@ -65,10 +83,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     from django.conf import settings
 
+    engine = ""
     if settings.configured:
         config.stash[_SETTINGS] = settings_digest(
             config.getini("services_django_key_ignore"), str(config.rootpath)
         )
+        engine = str(settings.DATABASES.get(DEFAULT, {}).get("ENGINE") or "")
+    choice = parse_choice(config.getini("services_django_db")) or MARIADB  # checked already
+    config.stash[_ENGINE] = choose(choice, engine)
+
+
+def _engine(config: pytest.Config) -> DjangoEngine:
+    return ENGINES[config.stash.get(_ENGINE, MARIADB)]()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -80,39 +106,36 @@ def pytest_configure_node(node: Any) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if verbosity(config) < 1:
         return []
+    engine = _engine(config)
     head = (
         "services django: DATABASES['default'] is redirected to the session's "
         "(each pytest-xdist worker's) own"
     )
     try:
-        server = get_server(memory_root(tempfile.gettempdir()))
-        cache = mysql_cache_dir(memory_root(tempfile.gettempdir()))
+        server, cache, base = engine.describe(memory_root(tempfile.gettempdir()))
         use_migrations = uses_migrations(not config.getvalue("nomigrations"))
         key = migrations_key(config.stash[_SETTINGS], use_migrations)
     except Exception as exc:  # shown, not raised: the fixtures raise it where it matters
-        return [f"{head} MariaDB/MySQL, but: {type(exc).__name__}: {exc}"]
+        return [f"{head} {engine.title}, but: {type(exc).__name__}: {exc}"]
     rebuild = bool(config.getvalue("create_db"))
-    init = MySQLInit(key=state_key(key, cache, rebuild, config.stash[_RUN], record=False))
+    init = engine.init_class(key=state_key(key, cache, rebuild, config.stash[_RUN], record=False))
     state = init.state_key(_DATABASE)
     if rebuild:
         status = "--create-db: rebuilt once in this run"
-    elif _is_cached(server, cache, state):
+    elif _is_cached(base, state):
         status = "cached: reused"
     else:
         status = "not cached: built on first use"
-    version = ".".join(str(part) for part in server.version)
-    flavour = "MariaDB" if server.is_mariadb else "MySQL"
     return [
-        f"{head} {flavour} {version} ({server.binary}), over a unix socket",
+        f"{head} {server}, over a unix socket",
         f"services django: migrated state {state} ({status})",
     ]
 
 
-def _is_cached(server: MySQLServer, cache: str, state: str) -> bool:
-    """Whether the cache holds the prepared state ``state`` of ``server`` (as
-    :func:`~pytest_services._db.prepare.prepared_entry` names it)."""
-    base = base_entry(server, cache)
-    return CacheEntry.in_folder(cache, f"{base.key}-state-{state}").is_complete()
+def _is_cached(base: CacheEntry, state: str) -> bool:
+    """Whether the cache holds the prepared state ``state`` on the server's ``base`` entry
+    (as :func:`~pytest_services._db.prepare.prepared_entry` names it)."""
+    return CacheEntry.in_folder(base.cache, f"{base.key}-state-{state}").is_complete()
 
 
 @pytest.fixture(scope="session")
@@ -128,63 +151,100 @@ def django_migrations_key(request: pytest.FixtureRequest, django_db_use_migratio
     return migrations_key(digest, uses_migrations(django_db_use_migrations))
 
 
-def migrate_loader(unblock: Callable[[], Any], use_migrations: bool = True) -> Callable[..., None]:
-    """A ``MySQLInit`` loader that runs Django's ``migrate`` on the database it is given;
-    ``unblock`` is pytest-django's ``django_db_blocker.unblock``."""
-    return migrate(
-        unblock,
-        lambda socket, database: redirect(socket),
-        use_migrations=use_migrations,
-        prepare=apply_test_charset,
-    )
+def migrate_loader(
+    unblock: Callable[[], Any], use_migrations: bool = True, engine: str = MARIADB
+) -> Callable[..., None]:
+    """A loader (of ``MySQLInit``, or of ``PostgreSQLInit`` with ``engine="postgresql"``)
+    that runs Django's ``migrate`` on the database it is given; ``unblock`` is
+    pytest-django's ``django_db_blocker.unblock``."""
+    parts = ENGINES[engine]()
+    return migrate(unblock, parts.point, use_migrations=use_migrations, prepare=parts.prepare)
 
 
-@pytest.fixture(scope="session")
-def django_mysql_init(
-    request: pytest.FixtureRequest,
-    django_db_blocker: Any,
-    django_db_use_migrations: bool,
-    django_db_createdb: bool,
-    django_migrations_key: str,
-    memory_root_dir: str,
-) -> MySQLInit:
-    """The ``MySQLInit`` that migrates the Django project's default database once."""
+def _django_init(request: pytest.FixtureRequest, engine: str) -> DatabaseInit:
+    parts = ENGINES[engine]()
     key = state_key(
-        django_migrations_key,
-        mysql_cache_dir(memory_root_dir),
-        django_db_createdb,
+        request.getfixturevalue("django_migrations_key"),
+        _cache_dir(engine, request.getfixturevalue("memory_root_dir")),
+        request.getfixturevalue("django_db_createdb"),
         request.config.stash[_RUN],
         record=True,
     )
-    loader = migrate_loader(django_db_blocker.unblock, django_db_use_migrations)
-    return MySQLInit(load=[loader], key=key)
+    loader = migrate_loader(
+        request.getfixturevalue("django_db_blocker").unblock,
+        request.getfixturevalue("django_db_use_migrations"),
+        engine,
+    )
+    return parts.init_class(load=[loader], key=key)
+
+
+def _cache_dir(engine: str, memory_root_dir: str) -> str:
+    if engine == POSTGRESQL:
+        from pytest_services._db.postgresql.server import postgresql_cache_dir
+
+        return postgresql_cache_dir(memory_root_dir)
+    from pytest_services._db.mysql.server import mysql_cache_dir
+
+    return mysql_cache_dir(memory_root_dir)
 
 
 @pytest.fixture(scope="session")
-def mysql_init(django_mysql_init: MySQLInit) -> Optional[MySQLInit]:
-    """The migrated Django database (``django_mysql_init``); override to add loaders."""
-    return django_mysql_init
+def django_mysql_init(request: pytest.FixtureRequest) -> MySQLInit:
+    """The ``MySQLInit`` that migrates the Django project's default database once."""
+    init = _django_init(request, MARIADB)
+    assert isinstance(init, MySQLInit)
+    return init
 
 
-def _needs_services(mysql: Optional[ServiceProcess]) -> ServiceProcess:
-    if mysql is None:
+@pytest.fixture(scope="session")
+def django_postgresql_init(request: pytest.FixtureRequest) -> PostgreSQLInit:
+    """The ``PostgreSQLInit`` that migrates the Django project's default database once."""
+    init = _django_init(request, POSTGRESQL)
+    assert isinstance(init, PostgreSQLInit)
+    return init
+
+
+@pytest.fixture(scope="session")
+def mysql_init(request: pytest.FixtureRequest) -> Optional[MySQLInit]:
+    """The migrated Django database (``django_mysql_init``) when the test database is on
+    MariaDB, else None; override to add loaders."""
+    if request.config.stash.get(_ENGINE, MARIADB) != MARIADB:
+        return None
+    init: MySQLInit = request.getfixturevalue("django_mysql_init")
+    return init
+
+
+@pytest.fixture(scope="session")
+def postgresql_init(request: pytest.FixtureRequest) -> Optional[PostgreSQLInit]:
+    """The migrated Django database (``django_postgresql_init``) when the test database is
+    on PostgreSQL, else None; override to add loaders."""
+    if request.config.stash.get(_ENGINE, MARIADB) != POSTGRESQL:
+        return None
+    init: PostgreSQLInit = request.getfixturevalue("django_postgresql_init")
+    return init
+
+
+def _needs_services(server: Optional[ServiceProcess], title: str) -> ServiceProcess:
+    if server is None:
         pytest.fail(
-            "services_django_db puts Django's test database on pytest-services' MariaDB, but "
+            f"services_django_db puts Django's test database on pytest-services' {title}, but "
             "services are off: run under pytest-xdist, with --run-services, or set "
             "run_services = true in the ini file.",
             pytrace=False,
         )
-    return mysql
+    return server
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(
-    mysql: Optional[ServiceProcess], mysql_socket: str, mysql_database: Optional[str]
-) -> None:
-    """Point Django's ``default`` database and its test mirrors at this session's MariaDB."""
-    _needs_services(mysql)
-    assert mysql_database is not None
-    redirect_default(redirect(mysql_socket), mysql_database)
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
+    """Point Django's ``default`` database and its test mirrors at this session's server
+    (MariaDB or PostgreSQL, as ``services_django_db`` chose)."""
+    engine = _engine(request.config)
+    _needs_services(request.getfixturevalue(engine.server), engine.title)
+    where = [request.getfixturevalue(name) for name in engine.where]
+    database = request.getfixturevalue(engine.database)
+    assert database is not None
+    redirect_default(engine.redirect(*where), database)
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +257,7 @@ def django_db_setup(
     django_db_createdb: bool,
     django_db_modify_db_settings: None,
 ) -> Iterator[None]:
-    """Use the migrated database on the session's MariaDB as Django's test database, and
+    """Use the migrated database on the session's server as Django's test database, and
     set up the other aliases the tests use as pytest-django does."""
     if not django_db_use_migrations:
         disable_migrations()
@@ -207,3 +267,18 @@ def django_db_setup(
         django_db_blocker,
         keepdb=django_db_keepdb and not django_db_createdb,
     )
+
+
+@pytest.fixture
+def postgresql_clean(
+    _postgresql_cleaner: Optional[PostgreSQLCleaner], django_db_blocker: Any
+) -> None:
+    """Put the default database in its prepared state (the migrated one) before the test;
+    Django's idle connections are closed first, as the reset may end them."""
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if not connection.in_atomic_block:
+                connection.close()
+    reset(_postgresql_cleaner, "postgres")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_services import _screenshot
+from pytest_services._db.django_engines import parse_choice
 from pytest_services._db.mysql.fixtures import (  # noqa: F401
     _mysql_clean_when_asked,
     _mysql_cleaner,
@@ -182,10 +183,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "services_django_db",
-        "put pytest-django's test database on the session's MariaDB, migrated once "
-        "(needs pytest-django; default false)",
-        type="bool",
-        default=False,
+        "put pytest-django's test database on the session's own server, migrated once: "
+        "true follows the default database's ENGINE (PostgreSQL for a PostgreSQL one, "
+        "else MariaDB), postgresql or mariadb chooses (needs pytest-django; default false)",
+        default="false",
     )
     parser.addini(
         "services_django_key_ignore",
@@ -220,10 +221,14 @@ def pytest_configure(config: pytest.Config) -> None:
         # The controller started this worker: if it dies, the worker may live on for the
         # length of a test, so the watchdog watches the controller too.
         _reaper.set_lifeline(os.getppid())
-    if config.getini("services_django_db"):
+    try:
+        django_db = parse_choice(config.getini("services_django_db"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if django_db:
         if not config.pluginmanager.hasplugin("django"):
             raise pytest.UsageError(
-                "services_django_db = true needs pytest-django: "
+                f"services_django_db = {config.getini('services_django_db')} needs pytest-django: "
                 "pip install 'pytest-services[django]'"
             )
         # Registered after pytest-django, so that its fixtures take the place of pytest-django's.

@@ -120,7 +120,7 @@ PUBLIC = {
     """,
     "django_db": """
         django_db_modify_db_settings django_db_setup django_migrations_key django_mysql_init
-        migrate_loader mysql_init
+        django_postgresql_init migrate_loader mysql_init postgresql_clean postgresql_init
     """,
     "django_settings": """
         clean_django_settings reload_settings setup_django_settings

@@ -215,6 +215,8 @@ def _prepared_as_test_database(alias: str) -> Iterator[None]:
 
     def create_test_db(*args: Any, **kwargs: Any) -> str:
         name: str = creation.connection.settings_dict["NAME"]
+        if kwargs.get("serialize", False):  # Django < 5.0 serializes here, not in its caller
+            creation.connection._test_serialized_contents = creation.serialize_db_to_string()
         return name
 
     creation.create_test_db = create_test_db
