@@ -61,7 +61,7 @@ django_venv() {  # django_venv NAME PYTHON REQUIREMENT
     [[ -x "$dir/bin/python" ]] || "$2" -m venv "$dir"
     "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "$root[mysql,postgresql,django]" "$3" \
         pytest pytest-xdist
-    "$dir/bin/python" -m pytest tests/test_django_settings.py tests/test_django_db.py -p pytester -q
+    "$dir/bin/python" -m pytest tests/test_django_settings.py tests/test_django_db.py tests/test_django_postgresql.py -p pytester -q
 }
 
 oldest_python() {  # the oldest supported Python (3.9) on the machine, else the oldest found
@@ -92,7 +92,7 @@ oldest_leg() {
     echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker, redis
 print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}, redis-py {redis.__version__}")')"
     "$dir/bin/python" -m pytest tests -p pytester \
-        --ignore tests/test_django_settings.py --ignore tests/test_django_db.py
+        --ignore tests/test_django_settings.py --ignore tests/test_django_db.py --ignore tests/test_django_postgresql.py
 }
 
 # The plugin's own MySQL work with PyMySQL alone, as where mysqlclient cannot be built: the
