@@ -20,6 +20,7 @@ import pytest
 
 from pytest_services._engine import ledger
 from pytest_services._engine.ledger import Account
+from pytest_services._options import verbosity
 
 #: The ini option naming the JSON file, and the key of the figures in ``workeroutput``.
 JSON_OPTION = "services_bill_json"
@@ -77,7 +78,7 @@ class Bill:
         if self._done is None or not self._done[0]:
             return
         total, parts = self._done
-        if terminalreporter.config.get_verbosity() < 1:
+        if verbosity(terminalreporter.config) < 1:
             terminalreporter.write_sep("-", f"services: {one_line(total)} (-v: the bill)")
             return
         terminalreporter.section("services bill")
