@@ -86,7 +86,8 @@ oldest_leg() {
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
     "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,postgresql,redis]" \
-        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*' sqlalchemy selenium
+        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*' sqlalchemy selenium \
+        PyMySQL
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
     echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker, redis
