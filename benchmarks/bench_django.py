@@ -1,6 +1,6 @@
-"""A Django project's pytest-django suite on MariaDB under ``pytest -n 2``, three ways.
+"""A Django project's pytest-django suite on MariaDB or PostgreSQL under ``pytest -n 2``.
 
-    python benchmarks/bench_django.py [--runs N]
+    python benchmarks/bench_django.py [--runs N] [--engine mariadb|postgresql]
 
 The project is ``tests/django_shop`` (4 apps, 30+ migrations, data migrations).  In one run
 on this machine, each way ``--runs`` times:
@@ -15,7 +15,10 @@ on this machine, each way ``--runs`` times:
 It prints the median time per worker from its first fixture to a ready test database
 (pytest-django's ``django_db_setup`` and all it depends on: for (c), starting the worker's
 server) and the median wall time of the whole run.
-Needs mysqlclient, Django, pytest-django and pytest-xdist in the running interpreter.
+With ``--engine postgresql`` the server outside pytest is a PostgreSQL cluster (run as the
+``postgres`` account when this runs as root) and (c) is ``services_django_db = postgresql``.
+Needs mysqlclient (or psycopg), Django, pytest-django and pytest-xdist in the running
+interpreter.
 """
 
 from __future__ import annotations
@@ -69,6 +72,59 @@ DATABASES = {{
     }}
 }}
 """
+
+
+#: The same for a PostgreSQL server: its socket folder and port.
+OUTSIDE_SETTINGS_POSTGRESQL = """
+from shop_site.settings import *  # noqa: F403
+
+DATABASES = {{
+    "default": {{
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "shop",
+        "USER": "postgres",
+        "HOST": {socket!r},
+        "PORT": "{port}",
+    }}
+}}
+"""
+#: The port of the PostgreSQL server outside pytest (its socket only: no TCP).
+POSTGRESQL_PORT = 5499
+
+
+def start_outside_postgresql() -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``initdb`` and ``postgres``, as a CI job's database service would run them."""
+    import psycopg
+
+    from pytest_services._db.postgresql.server import find_bindir
+
+    bin_dir = find_bindir()
+    folder = Path(tempfile.mkdtemp(prefix="bench-django-pg-", dir=memory_folder()))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # the server refuses root: its own account, its own folder
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres", "postgres")
+    data = folder / "data"
+    subprocess.run(
+        [*run_as, f"{bin_dir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    command = [*run_as, f"{bin_dir}/postgres", "-D", str(data), "-k", str(folder),
+               "-p", str(POSTGRESQL_PORT), "-c", "listen_addresses=", "-c", "fsync=off",
+               "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    dsn = f"host={folder} port={POSTGRESQL_PORT} user=postgres dbname=postgres"
+    while True:
+        try:
+            psycopg.connect(dsn).close()
+            return process, str(folder), folder
+        except psycopg.Error:
+            if process.poll() is not None:
+                sys.exit("postgres exited")
+            time.sleep(0.01)
 
 
 def start_outside_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -125,15 +181,25 @@ def run_suite(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per way (3)")
+    parser.add_argument(
+        "--engine", choices=("mariadb", "postgresql"), default="mariadb", help="(mariadb)"
+    )
     options = parser.parse_args()
+    postgresql = options.engine == "postgresql"
     scratch = Path(tempfile.mkdtemp(prefix="bench-django-", dir=memory_folder()))
     project = scratch / "shop"
     shutil.copytree(SHOP, project, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
     (scratch / "bench_timing.py").write_text(TIMING_PLUGIN)
     results: dict[str, list[dict[str, float]]] = {"a": [], "b": [], "c": []}
-    server, socket = start_outside_server(scratch)
+    pg_folder = None
+    if postgresql:
+        server, socket, pg_folder = start_outside_postgresql()
+        settings = OUTSIDE_SETTINGS_POSTGRESQL.format(socket=socket, port=POSTGRESQL_PORT)
+    else:
+        server, socket = start_outside_server(scratch)
+        settings = OUTSIDE_SETTINGS.format(socket=socket)
     try:
-        (project / "bench_settings.py").write_text(OUTSIDE_SETTINGS.format(socket=socket))
+        (project / "bench_settings.py").write_text(settings)
         outside = ["--ds", "bench_settings"]
         print("(a) fresh test databases on a server outside pytest ...", file=sys.stderr)
         for _ in range(options.runs):
@@ -147,10 +213,14 @@ def main() -> None:
                 run_suite(project, scratch, [*outside, "--reuse-db"], {}, may_fail=True)
             )
     finally:
-        server.send_signal(signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait()
+        if pg_folder is not None:
+            shutil.rmtree(pg_folder, ignore_errors=True)
     ini = project / "pytest.ini"
-    ini.write_text(ini.read_text() + "run_services = true\nservices_django_db = true\n")
+    ini.write_text(
+        ini.read_text() + f"run_services = true\nservices_django_db = {options.engine}\n"
+    )
     env = {"PYTEST_SERVICES_CACHE_DIR": str(scratch / "cache")}
     print("(c) pytest-services, warm cache ...", file=sys.stderr)
     run_suite(project, scratch, [], env)  # builds the migrated state
@@ -166,7 +236,7 @@ def main() -> None:
         "b": "(b) the same, --reuse-db (second run)",
         "c": "(c) pytest-services, warm cache",
     }
-    print(f"\nshop suite, pytest -n 2, median of {options.runs} runs\n")
+    print(f"\nshop suite on {options.engine}, pytest -n 2, median of {options.runs} runs\n")
     print(f"{'':52} {'setup per worker':>17} {'wall':>9} {'setup vs (a)':>13} {'failed':>7}")
     for way, label in labels.items():
         setup, wall = median(way, "setup"), median(way, "wall")
