@@ -18,7 +18,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
@@ -54,20 +54,6 @@ __all__ = [
 
 #: The key of ``workerinput`` under which the controller names the keeper of the run.
 RUN_KEY = "pytest_services_run"
-
-
-class SharedServiceGetter(Protocol):
-    """The function returned by the ``shared_service`` fixture."""
-
-    def __call__(
-        self,
-        name: str,
-        start: StartFunction,
-        *,
-        timeout: float = 60,
-        key: object = None,
-        concurrent: bool = False,
-    ) -> Any: ...
 
 
 class SharedServices:
@@ -217,6 +203,40 @@ def _connect(config: pytest.Config) -> KeeperClient | None:
         return None
 
 
+class SharedServiceGetter:
+    """What the ``shared_service`` fixture returns: call it as
+    ``shared_service(name, start, *, timeout=60, key=None, concurrent=False)``.
+
+    The process's :class:`SharedServices` are made at the first call, so that a session
+    whose tests never ask for a shared service connects to nothing.
+    """
+
+    def __init__(self, enabled: bool, make: Callable[[], SharedServices]) -> None:
+        self._enabled = enabled
+        self._make = make
+        self._services: SharedServices | None = None
+
+    def __call__(
+        self,
+        name: str,
+        start: StartFunction,
+        *,
+        timeout: float = 60,
+        key: object = None,
+        concurrent: bool = False,
+    ) -> Any:
+        if not self._enabled:
+            return None
+        if self._services is None:
+            self._services = self._make()
+        return self._services.get(name, start, timeout, key, concurrent)
+
+    def close(self) -> None:
+        """Stop what this process started itself, or leave the run's services to the run."""
+        if self._services is not None:
+            self._services.close()
+
+
 @pytest.fixture(scope="session")
 def shared_service(
     request: pytest.FixtureRequest,
@@ -227,35 +247,21 @@ def shared_service(
 ) -> Iterator[SharedServiceGetter]:
     """Function ``(name, start, *, timeout=60, key=None, concurrent=False)``: one service
     for all xdist workers of a run, kept between runs with ``--services-keep``."""
-    enabled = bool(request.getfixturevalue("run_services"))
-    services: SharedServices | None = None
 
-    def get(
-        name: str,
-        start: StartFunction,
-        *,
-        timeout: float = 60,
-        key: object = None,
-        concurrent: bool = False,
-    ) -> Any:
-        nonlocal services
-        if not enabled:
-            return None
-        if services is None:
-            services = SharedServices(
-                keeper=_connect(request.config),
-                worker=get_worker_id(request.config),
-                root_dir=root_dir,
-                base_dir=base_dir,
-                lock_dir=lock_dir,
-                port_getter=port_getter,
-                kept=kept_services(request.config),
-            )
-        return services.get(name, start, timeout, key, concurrent)
+    def make() -> SharedServices:
+        return SharedServices(
+            keeper=_connect(request.config),
+            worker=get_worker_id(request.config),
+            root_dir=root_dir,
+            base_dir=base_dir,
+            lock_dir=lock_dir,
+            port_getter=port_getter,
+            kept=kept_services(request.config),
+        )
 
-    yield get
-    if services is not None:
-        services.close()
+    getter = SharedServiceGetter(bool(request.getfixturevalue("run_services")), make)
+    yield getter
+    getter.close()
 
 
 class RunKeeperPlugin:
