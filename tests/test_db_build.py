@@ -168,6 +168,9 @@ def test_a_full_disk_fails_the_build_at_once(tmp_path: Path, size: str) -> None:
     assert time.monotonic() - started < 60
     assert result.returncode == 0, result.stderr
     assert "DatabaseError The filesystem of the cache folder cache is full (" in result.stdout
+    # 40 MiB passes the check before the build, which the writer then fills up; 16 does not.
+    stopped = ", and x was stopped, 32 MiB needed at least" in result.stdout
+    assert stopped == (size == "40m"), result.stdout
     assert "set PYTEST_SERVICES_CACHE_DIR to a folder on a roomier filesystem" in result.stdout
 
 

@@ -52,10 +52,13 @@ def free_bytes(folder: str) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _disk_full_error(cache: str) -> DatabaseError:
+def _disk_full_error(cache: str, doing: str = "") -> DatabaseError:
+    """The error of a full cache filesystem; ``doing`` names the build it stopped."""
+    stopped = f", and {doing} was stopped" if doing else ""
     return DatabaseError(
         f"The filesystem of the cache folder {cache} is full ({free_bytes(cache) // 1024} KiB "
-        f"free, {MIN_FREE_BYTES // 1024 // 1024} MiB needed at least): free some space, or "
+        f"free{stopped}, "
+        f"{MIN_FREE_BYTES // 1024 // 1024} MiB needed at least): free some space, or "
         "set PYTEST_SERVICES_CACHE_DIR to a folder on a roomier filesystem."
     )
 
@@ -82,7 +85,7 @@ def _run_guarded(build: Builder, folder: str, cache: str, timeout: float, doing:
                 if not worker.is_alive():
                     break
                 if free_bytes(cache) < MIN_FREE_BYTES // 4:
-                    problem = _disk_full_error(cache)
+                    problem = _disk_full_error(cache, doing)
                 elif time.monotonic() > deadline:
                     problem = DatabaseError(
                         f"{doing[:1].upper()}{doing[1:]} took longer than {timeout:g} s and was "
