@@ -184,7 +184,7 @@ def start_service(
         if log_file is not None:
             log_file.close()
     process.name, process.command, process.log_path, process.grace = label, command, log_path, grace
-    process.args = command  # not the gate it was started through: repr() shows this too
+    process.args = command  # what was asked for: repr() shows this too
     process.started_at = time.time()
     _running[process.pid] = process
     try:

@@ -602,7 +602,11 @@ start_service("sleep", ["617.25"], log_dir=log_dir)
 """
 
 
-def test_a_service_killed_before_it_is_watched_never_runs(tmp_path: Path) -> None:
+def test_a_service_whose_starter_dies_before_naming_its_group_is_stopped(
+    tmp_path: Path,
+) -> None:
+    # The starter dies after the program runs and before the watchdog learns its group:
+    # the watchdog knew its tag before the start, and finds it by that.
     marker = tmp_path / "started"
     starter = subprocess.Popen(
         [sys.executable, "-c", LATE_WATCH, str(marker), str(tmp_path / "logs")]
@@ -612,14 +616,45 @@ def test_a_service_killed_before_it_is_watched_never_runs(tmp_path: Path) -> Non
         while not marker.exists():
             assert starter.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
+        running = processes_naming("617.25", whole_argument=True)
+        assert len(running) == 1, "the service should run while its starter waits"
     finally:
         starter.kill()
         starter.wait()
-    time.sleep(0.5)
-    running = processes_naming("617.25", whole_argument=True)
-    for pid in running:
+    left = wait_gone(running)
+    for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert running == [], "the service ran although its starter died before watching it"
+    assert left == [], "the service outlived a starter that died before watching its group"
+
+
+SLOW_EXEC = """
+import os, signal, subprocess, sys
+from pytest_services._engine import reaper as _reaper
+from pytest_services._engine.commands import spawn_watched, _reaper as reaper
+_reaper.start()
+
+def slow_exec(command, env, **kwargs):
+    # Like a program still being executed when its starter dies: it carries its tag only
+    # a moment after the start.
+    tag = env.pop(_reaper.TAG_VARIABLE)
+    script = f"sleep 0.3; {_reaper.TAG_VARIABLE}={tag} exec sleep 617.5"
+    return subprocess.Popen(["/bin/sh", "-c", script], env=env, **kwargs)
+
+reaper.watch = lambda pgid, tag=None: os.kill(os.getpid(), signal.SIGKILL)
+spawn_watched(slow_exec, ["unused"], {})
+"""
+
+
+def test_a_program_still_starting_when_its_starter_dies_is_stopped() -> None:
+    starter = subprocess.run([sys.executable, "-c", SLOW_EXEC], check=False)
+    assert starter.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 3
+    while not processes_naming("617.5", whole_argument=True) and time.monotonic() < deadline:
+        time.sleep(0.02)  # it may be stopped before it ever runs: then this waits in vain
+    left = wait_gone(processes_naming("617.5", whole_argument=True))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "a program tagged a moment after its starter died kept running"
 
 
 def test_bounded_checkers_are_called_directly_others_on_a_thread(tmp_path: Path) -> None:

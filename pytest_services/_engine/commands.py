@@ -26,14 +26,6 @@ from pytest_services.exceptions import (
     ServiceError,
 )
 
-#: A shell that waits at a gate (a pipe) until the watchdog knows its group, then becomes
-#: the program: ``$0`` and ``$@`` are the command.
-_GATE = 'read _ </proc/self/fd/{fd} && exec "$0" "$@"'
-_STDIN_GATE = 'read _ && exec "$0" "$@" </dev/null'
-_SHELL = "/bin/sh"
-#: Popen arguments that start the program as another user.
-_CHANGES_USER = {"user", "group", "extra_groups"}
-
 Process = TypeVar("Process", bound="subprocess.Popen[Any]")
 
 #: Sets that record the process groups started while :func:`collect_groups` is active.
@@ -62,13 +54,12 @@ def _collected(pid: int) -> None:
 
 
 def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str, Any]) -> Process:
-    """Start ``command`` in a session of its own that the watchdog watches before it runs.
+    """Start ``command`` in a session of its own that the watchdog watches from its start.
 
-    The program is held at a gate until the watchdog has its process group, so a pytest
-    killed while starting it leaves nothing running (the gate sees end-of-file and nothing
-    is run).  Commands given to a shell, or with their own ``executable``, start ungated.
-    Its environment carries a tag of its own (``process.services_tag``) that marks whatever
-    it spawns, even what leaves its process group, for the watchdog and for stopping it.
+    Its environment carries a tag of its own (``process.services_tag``) that marks it and
+    whatever it spawns, even what leaves its process group.  The watchdog learns the tag
+    before the program starts and its group right after, so a pytest killed at any moment
+    of the start leaves nothing running.
     """
     kwargs["start_new_session"] = True
     kwargs.pop("process_group", None)
@@ -76,42 +67,15 @@ def spawn_watched(popen: Callable[..., Process], command: Any, kwargs: dict[str,
     kwargs["env"] = _tagged_environment(kwargs.get("env"), tag)
     if isinstance(command, (str, bytes, os.PathLike)):
         command = [command]
-    gated = (
-        not kwargs.get("shell")
-        and "executable" not in kwargs
-        and os.path.exists(_SHELL)
-        and os.path.isdir("/proc/self/fd")
-    )
-    if not gated:
+    _reaper.expect(tag)
+    try:
         process = popen(command, **kwargs)
-        process.services_tag = tag  # type: ignore[attr-defined]
-        _reaper.watch(process.pid, tag)
-        _collected(process.pid)
-        return process
-    gate, opener = os.pipe()
-    if kwargs.get("stdin") == subprocess.DEVNULL and _CHANGES_USER & kwargs.keys():
-        # A program that changes its user cannot open /proc/self/fd (it is not dumpable):
-        # the gate is its standard input, /dev/null again once it passed.
-        script = _STDIN_GATE
-        kwargs["stdin"] = gate
-    else:
-        closing = f" {gate}<&-" if gate <= 9 else ""  # a POSIX shell names descriptors 0 to 9
-        script = _GATE.format(fd=gate) + closing
-        kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), gate)
-    try:
-        process = popen([_SHELL, "-c", script, *map(os.fspath, command)], **kwargs)
     except BaseException:
-        os.close(opener)
+        _reaper.unexpect(tag)
         raise
-    finally:
-        os.close(gate)
     process.services_tag = tag  # type: ignore[attr-defined]
-    try:
-        _reaper.watch(process.pid, tag)
-        _collected(process.pid)
-        os.write(opener, b"go\n")
-    finally:
-        os.close(opener)
+    _reaper.watch(process.pid, tag)
+    _collected(process.pid)
     return process
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 #: Shortest and longest pause between two readiness checks.
-FIRST_DELAY = 0.001
+FIRST_DELAY = 0.0002
 MAX_DELAY = 0.05
 
 

@@ -11,41 +11,56 @@ services that change their user.
 A process that leaves its group (a daemonising server calls ``setsid()`` and forks) is found
 by its environment: each service runs with ``PYTEST_SERVICES_TAG`` set to a tag of its own,
 which its descendants inherit wherever they move; a group is watched with its tag
-(``+PGID TAG``), and whatever carries the tag is stopped with the group.
+(``+PGID TAG``), and whatever carries the tag is stopped with the group.  The tag is sent
+before the program starts (``TTAG``; ``tTAG`` takes it back), so a pytest killed between
+starting a program and naming its group still leaves nothing running: the watchdog looks
+for expected tags for a moment longer, in case one was still being executed.
 
 A pytest-xdist worker can outlive its controller for as long as its current test runs, so
 a worker also names a *lifeline* (``!PID``, the controller): the watchdog acts when that
 process ends too.
 
-This file runs as a script (``python -I -S _reaper.py``), so it imports nothing from the
-package in that role.
+The watchdog's own code is :mod:`pytest_services._engine.watchdog`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import selectors
-import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 
-#: Seconds the watchdog waits between SIGTERM and SIGKILL.
-REAP_GRACE = 1.0
-#: The environment variable that marks every process a service started, wherever it went.
-TAG_VARIABLE = "PYTEST_SERVICES_TAG"
+from pytest_services._engine import watchdog as _watchdog_script
+from pytest_services._engine.watchdog import REAP_GRACE
+from pytest_services._engine.watchdog import TAG_VARIABLE as TAG_VARIABLE
+from pytest_services._engine.watchdog import tagged_processes as tagged_processes
 
 _lock = threading.Lock()
 _watchdog: subprocess.Popen[bytes] | None = None
 _owner_pid: int | None = None
 _watched: dict[int, str | None] = {}
+_expected: set[str] = set()
 _folders: set[str] = set()
 _lifeline: int | None = None
-#: How often the watchdog checks its lifeline where the kernel has no pidfd_open.
-LIFELINE_POLL = 0.25
+
+
+def expect(tag: str) -> None:
+    """Have the watchdog stop the processes tagged ``tag`` if this process dies: call it
+    before starting the program, and :func:`watch` once its group is known."""
+    with _lock:
+        _adopt()
+        _expected.add(tag)
+        _send(f"T{tag}\n")
+
+
+def unexpect(tag: str) -> None:
+    """Take back :func:`expect`: the program tagged ``tag`` did not start."""
+    with _lock:
+        _adopt()
+        _expected.discard(tag)
+        if _watchdog is not None:
+            _send(f"t{tag}\n")
 
 
 def watch(pgid: int, tag: str | None = None) -> None:
@@ -54,6 +69,7 @@ def watch(pgid: int, tag: str | None = None) -> None:
     with _lock:
         _adopt()
         _watched[pgid] = tag
+        _expected.discard(tag or "")
         _send(_watch_line(pgid, tag))
 
 
@@ -115,6 +131,7 @@ def close() -> None:
             return
         watchdog, _watchdog = _watchdog, None
         _watched.clear()
+        _expected.clear()
         _folders.clear()
         with contextlib.suppress(OSError):
             assert watchdog.stdin is not None
@@ -132,6 +149,7 @@ def _adopt() -> None:
     if _owner_pid != os.getpid():
         _watchdog, _owner_pid = None, os.getpid()
         _watched.clear()
+        _expected.clear()
         _folders.clear()
 
 
@@ -147,7 +165,7 @@ def _send(line: str) -> None:
             pass
     # Not started yet, or it died: a new one must know every group still running.
     _watchdog = subprocess.Popen(
-        [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+        [sys.executable, "-I", "-S", os.path.abspath(_watchdog_script.__file__)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -156,6 +174,7 @@ def _send(line: str) -> None:
     )
     assert _watchdog.stdin is not None
     state = [_watch_line(pgid, tag) for pgid, tag in sorted(_watched.items())]
+    state += [f"T{tag}\n" for tag in sorted(_expected)]
     state += [f"D{path.encode().hex()}\n" for path in sorted(_folders)]
     if _lifeline is not None:
         state.append(f"!{_lifeline}\n")
@@ -165,145 +184,3 @@ def _send(line: str) -> None:
 
 def _watch_line(pgid: int, tag: str | None) -> str:
     return f"+{pgid} {tag}\n" if tag else f"+{pgid}\n"
-
-
-def tagged_processes(tags: set[str]) -> list[int]:
-    """The live processes whose environment carries one of ``tags`` (Linux ``/proc``).
-
-    Only those whose environment this process may read are found: its user's, or all as
-    root.
-    """
-    if not tags:
-        return []
-    prefix = f"{TAG_VARIABLE}=".encode()
-    wanted = {tag.encode() for tag in tags}
-    found: list[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                data = environ.read()
-        except OSError:
-            continue
-        start = data.find(prefix)
-        while start > 0 and data[start - 1] != 0:  # inside another variable: look further
-            start = data.find(prefix, start + 1)
-        if start < 0:
-            continue
-        end = data.find(b"\0", start)
-        if data[start + len(prefix) : end if end >= 0 else None] in wanted:
-            found.append(int(entry))
-    return found
-
-
-def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_all(groups: dict[int, str | None], signum: int) -> list[int]:
-    """Signal every group, and every process tagged as theirs; return the tagged ones."""
-    for pgid in groups:
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signum)
-    escaped = tagged_processes({tag for tag in groups.values() if tag})
-    for pid in escaped:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signum)
-    return escaped
-
-
-def _open_lifeline(pid: int) -> int | None:
-    """A pidfd that becomes readable when ``pid`` exits, or None (then it is polled)."""
-    try:
-        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
-    except (AttributeError, OSError):
-        return None
-
-
-def _process_gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs; a zombie nobody reaps counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _watch_until_orphaned(groups: dict[int, str | None], folders: set[str]) -> None:
-    """Read commands from stdin until it closes or the lifeline process ends."""
-    selector = selectors.DefaultSelector()
-    selector.register(0, selectors.EVENT_READ, "pipe")
-    lifeline: int | None = None
-    buffer = b""
-    while True:
-        timeout = LIFELINE_POLL if lifeline is not None and lifeline < 0 else None
-        for key, _ in selector.select(timeout):
-            if key.data == "lifeline":
-                return
-            data = os.read(0, 65536)
-            if not data:
-                return
-            *lines, buffer = (buffer + data).split(b"\n")
-            for line in lines:
-                kind, number = line[:1], line[1:].strip()
-                if kind == b"+":
-                    pgid, _, tag = number.partition(b" ")
-                    groups[int(pgid)] = tag.decode() or None
-                elif kind == b"-":
-                    groups.pop(int(number), None)
-                elif kind == b"D":
-                    folders.add(bytes.fromhex(number.decode()).decode())
-                elif kind == b"d":
-                    folders.discard(bytes.fromhex(number.decode()).decode())
-                elif kind == b"!" and lifeline is None:
-                    pidfd = _open_lifeline(int(number))
-                    if pidfd is None:
-                        lifeline = -int(number)  # negative: poll it
-                    else:
-                        lifeline = pidfd
-                        selector.register(pidfd, selectors.EVENT_READ, "lifeline")
-        if lifeline is not None and lifeline < 0 and _process_gone(-lifeline):
-            return
-
-
-def _any_alive(groups: dict[int, str | None], pids: list[int]) -> bool:
-    return any(_alive(pgid) for pgid in groups) or any(not _process_gone(pid) for pid in pids)
-
-
-def _main() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    groups: dict[int, str | None] = {}
-    folders: set[str] = set()
-    _watch_until_orphaned(groups, folders)
-    escaped = _kill_all(groups, signal.SIGTERM)
-    deadline = time.monotonic() + REAP_GRACE
-    while time.monotonic() < deadline and _any_alive(groups, escaped):
-        time.sleep(0.02)
-    escaped = _kill_all(groups, signal.SIGKILL)
-    deadline = time.monotonic() + REAP_GRACE
-    while time.monotonic() < deadline and _any_alive(groups, escaped):
-        time.sleep(0.02)  # a dying server may still write into its folder
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    _main()
