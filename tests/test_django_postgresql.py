@@ -402,3 +402,88 @@ def test_an_unknown_test_charset_is_named(project: pytest.Pytester) -> None:
          'DATABASES[[]"default"[]][[]"TEST"[]][[]"CHARSET"[]] = \'KLINGON\' cannot be the '
          "encoding of the test database: KLINGON is not a valid encoding name"]
     )  # fmt: skip
+
+
+#: Records, in early-<worker>, each early copy begun and whether the server fixture took it.
+EARLY_RECORDER = """
+import os
+
+from pytest_services._db import early_copy
+
+_start, _take = early_copy.start, early_copy.EarlyCopy.take
+
+
+def _record(what):
+    with open(f"early-{os.environ.get('PYTEST_XDIST_WORKER', 'local')}", "a") as out:
+        out.write(what + "\\n")
+
+
+def start(find, scratch, *args):
+    _record("start")
+    with open("scratch-folders", "a") as out:
+        out.write(scratch + "\\n")
+    _start(find, scratch, *args)
+
+
+def take(self, source, data_dir):
+    taken = _take(self, source, data_dir)
+    _record(f"taken {taken}")
+    return taken
+
+
+early_copy.start = start
+early_copy.EarlyCopy.take = take
+"""
+
+
+def early(project: pytest.Pytester) -> dict[str, list[str]]:
+    """What each worker's early copy did in the last run (and forget it)."""
+    found = {}
+    for path in project.path.glob("early-*"):
+        found[path.name.split("-", 1)[1]] = path.read_text().split()
+        path.unlink()
+    return found
+
+
+@pytest.mark.slow
+def test_a_worker_takes_the_migrated_state_copied_while_it_waited(
+    project: pytest.Pytester,
+) -> None:
+    project.makeconftest(EARLY_RECORDER)
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "taken", "False"]}  # nothing cached yet
+    run("-p", "no:cacheprovider", "-n", "2", "--dist", "each").assert_outcomes(passed=2 * PASSED)
+    assert early(project) == {"gw0": ["start", "taken", "True"], "gw1": ["start", "taken", "True"]}
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "taken", "True"]}
+    # No test of the database selected: nothing is copied, and no server starts.
+    blocker = run("-p", "no:cacheprovider", "-k", "test_the_blocker")
+    blocker.assert_outcomes(passed=1, deselected=PASSED - 1)
+    assert "postgres started" not in blocker.stdout.str()
+    # --create-db builds the state again: a copy of the old one would be of no use.
+    run("-p", "no:cacheprovider", "--create-db").assert_outcomes(passed=PASSED)
+    assert early(project) == {}
+    assert migrate_calls(project) == 2
+    scratch = (project.path / "scratch-folders").read_text().split()
+    assert len(scratch) == 4
+    assert [path for path in scratch if os.path.exists(path)] == []  # all removed
+
+
+@pytest.mark.slow
+def test_a_wrong_guess_is_copied_again_from_the_right_state(project: pytest.Pytester) -> None:
+    project.makeconftest(EARLY_RECORDER)
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    early(project)
+    # A key of the project's own: the early copy (of the state the settings name) is wrong.
+    project.makeconftest(
+        EARLY_RECORDER + "\nimport pytest\n\n@pytest.fixture(scope='session')\n"
+        "def django_migrations_key(django_migrations_key):\n"
+        "    return django_migrations_key + '-tenant'\n"
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "taken", "False"]}
+    assert migrate_calls(project) == 2  # the tenant's own state, built and used
+    run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=PASSED)
+    assert migrate_calls(project) == 2

@@ -171,10 +171,15 @@ def copy_from(source: Callable[[], str], data_dir: str) -> None:
     """Fill ``data_dir`` with a copy of the data directory that ``source()`` returns.
 
     Another session may find the entry damaged and replace it while it is copied: then the
-    copy fails, and is made again from what ``source()`` returns next.
+    copy fails, and is made again from what ``source()`` returns next.  A copy made ahead of
+    time from the same entry (:mod:`~pytest_services._db.early_copy`) is moved in instead.
     """
+    from pytest_services._db import early_copy
+
     try:
-        copy_tree(source(), data_dir)
+        path = source()
+        if not early_copy.take(path, data_dir):
+            copy_tree(path, data_dir)
     except OSError:
         shutil.rmtree(data_dir, ignore_errors=True)
         copy_tree(source(), data_dir)
