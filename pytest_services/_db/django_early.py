@@ -5,14 +5,17 @@ deselected what ``-k``/``-m`` leave out), it knows whether any of them uses Djan
 database; if so, and the database goes to this session's own PostgreSQL, the data directory
 of the migrated state its key names (computed as the report header computes it) is copied
 in the background (:mod:`pytest_services._db.early_copy`) while a pytest-xdist worker waits
-for its first tests; the server fixture moves the copy in instead of copying.  No server is
+for its first tests, and psycopg is imported meanwhile; the server fixture moves the copy in
+instead of copying.  No server is
 started here: that stays the fixture's, as do every check and the copy itself when the
 guess was wrong (an overridden ``django_migrations_key``, ``memory_root_dir``...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import threading
 from typing import Optional
 
 import pytest
@@ -78,9 +81,17 @@ def begin(session: pytest.Session, engine: str, digest: Optional[str], run: str)
         )
     except Exception:  # no room for it: the fixture copies as usual
         return
+
+    # The server fixture imports the driver first thing: the copy runs meanwhile.
+    threading.Thread(target=_import_driver, name="import psycopg", daemon=True).start()
     early_copy.start(
         lambda: _entry(config, digest, run),
         scratch,
         lambda path: hand_over(server_account, path),
         folders._release_session_dir,
     )
+
+
+def _import_driver() -> None:
+    with contextlib.suppress(ImportError):  # the fixture says what to install
+        import psycopg  # noqa: F401
