@@ -35,6 +35,7 @@ from pytest_services._db.django import (
     setup_test_databases,
     uses_migrations,
 )
+from pytest_services._db.django_early import begin as begin_early_copy
 from pytest_services._db.django_engines import (
     ENGINES,
     MARIADB,
@@ -44,6 +45,7 @@ from pytest_services._db.django_engines import (
     parse_choice,
 )
 from pytest_services._db.django_key import migrations_key, settings_digest, state_key
+from pytest_services._db.early_copy import discard as discard_early_copy
 from pytest_services._db.postgresql.clean import PostgreSQLCleaner
 from pytest_services._db.reset import reset
 from pytest_services._db.state import DatabaseInit
@@ -91,6 +93,17 @@ def pytest_configure(config: pytest.Config) -> None:
         engine = str(settings.DATABASES.get(DEFAULT, {}).get("ENGINE") or "")
     choice = parse_choice(config.getini("services_django_db")) or MARIADB  # checked already
     config.stash[_ENGINE] = choose(choice, engine)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Copy the migrated state for this session's server while it waits for its tests."""
+    config = session.config
+    engine, digest = config.stash.get(_ENGINE, MARIADB), config.stash.get(_SETTINGS, None)
+    begin_early_copy(session, engine, digest, config.stash[_RUN])
+
+
+def pytest_sessionfinish() -> None:
+    discard_early_copy()
 
 
 def _engine(config: pytest.Config) -> DjangoEngine:

@@ -158,3 +158,332 @@ def test_the_shop_project_passes_on_postgresql_plain_and_under_xdist(
     ]
     assert len(states) == 1  # the shop's migrated state, built once
     assert not (pytester.path / "cache" / "mysql").exists()
+
+
+#: The project's app without what only PostgreSQL has, for a second alias on SQLite.
+PORTABLE_MODELS = """
+from django.db import models
+
+
+class Thing(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+"""
+
+
+def _portable_things(project: pytest.Pytester) -> None:
+    migrations = project.path / "things" / "migrations"
+    (project.path / "things" / "models.py").write_text(PORTABLE_MODELS)
+    (migrations / "0001_initial.py").write_text(
+        "from django.db import migrations, models\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    initial = True\n"
+        "    operations = [migrations.CreateModel(name='Thing', fields=[\n"
+        "        ('id', models.BigAutoField(auto_created=True, primary_key=True)),\n"
+        "        ('name', models.CharField(max_length=50, unique=True))])]\n"
+    )
+    seed = project_files.SEED.replace(
+        """, email="Seeded@Example.com", tags=["red", "blue"],
+                  data={"colour": {"name": "red"}})""",
+        ")",
+    )
+    assert seed != project_files.SEED
+    (migrations / "0002_seed.py").write_text(seed)
+
+
+def _settings(project: pytest.Pytester, old: str, new: str) -> None:
+    path = project.path / "settings.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.slow
+def test_nomigrations_builds_the_tables_from_the_models(project: pytest.Pytester) -> None:
+    _portable_things(project)
+    (project.path / "things" / "models.py").write_text(
+        PORTABLE_MODELS + "    size = models.IntegerField(default=0)  # no migration adds it\n"
+    )
+    project.makepyfile(
+        test_things="""
+        from django.db import connection
+        from things.models import Thing
+
+        def test_the_models_tables(db):
+            assert connection.vendor == "postgresql"
+            Thing.objects.create(name="big", size=3)
+            assert list(Thing.objects.values_list("name", flat=True)) == ["big"]
+        """
+    )
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider", "--nomigrations").assert_outcomes(passed=1)
+    assert migrate_calls(project) == 0  # no data migration ran
+    migrated = run("-p", "no:cacheprovider")  # the migrations know no column "size"
+    migrated.assert_outcomes(failed=1)
+    migrated.stdout.fnmatch_lines(['*column "size" of relation "things_thing" does not exist*'])
+    assert migrate_calls(project) == 1
+    run("-p", "no:cacheprovider", "-n", "2", "--nomigrations").assert_outcomes(passed=1)
+    assert migrate_calls(project) == 1
+
+
+#: A data migration whose rows depend on what the key cannot see: an environment variable.
+FROM_ENV_MIGRATION = """
+import os
+from django.db import migrations
+
+def add(apps, schema_editor):
+    things = apps.get_model("things", "Thing").objects.using(schema_editor.connection.alias)
+    things.create(name=os.environ["THING_FROM_ENV"])
+
+class Migration(migrations.Migration):
+    dependencies = [("things", "0002_seed")]
+    operations = [migrations.RunPython(add, migrations.RunPython.noop)]
+"""
+
+FROM_ENV_TESTS = """
+import os
+import pytest
+from things.models import Thing
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_rows_of_the_environment(db, n):
+    names = set(Thing.objects.values_list("name", flat=True))
+    assert names == {"seeded", os.environ["THING_FROM_ENV"]}
+"""
+
+
+@pytest.mark.slow
+def test_create_db_rebuilds_the_state_once_and_later_runs_use_it(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project.path / "things" / "migrations" / "0003_from_env.py").write_text(FROM_ENV_MIGRATION)
+    project.makepyfile(test_things=FROM_ENV_TESTS)
+    run = project.runpytest_subprocess
+    monkeypatch.setenv("THING_FROM_ENV", "first")
+    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert migrate_calls(project) == 1
+    monkeypatch.setenv("THING_FROM_ENV", "second")  # not in the key: the state is stale
+    run("-p", "no:cacheprovider").assert_outcomes(failed=2)
+    both = run("-p", "no:cacheprovider", "-n", "2", "--dist", "each", "--create-db", "-v")
+    both.assert_outcomes(passed=4)
+    both.stdout.fnmatch_lines(
+        ["services django: migrated state * (--create-db: rebuilt once in this run)"]
+    )
+    assert migrate_calls(project) == 2  # one rebuild for both workers
+    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    run("-p", "no:cacheprovider", "-n", "2", "--reuse-db").assert_outcomes(passed=2)
+    assert migrate_calls(project) == 2  # later runs use the rebuilt state
+
+
+def test_a_second_database_alias_is_set_up_beside_the_default(project: pytest.Pytester) -> None:
+    _settings(
+        project,
+        '"OPTIONS": {"options": "-c statement_timeout=12345", "sslmode": "require"},\n    }\n',
+        '"OPTIONS": {"options": "-c statement_timeout=12345", "sslmode": "require"},\n    },\n'
+        '    "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": "other.sqlite3",\n'
+        '              "TEST": {"NAME": "test_other.sqlite3"}},\n',
+    )
+    project.makepyfile(
+        test_things="""
+        import os
+        import pytest
+        from django.db import connections
+        from things.models import Thing
+
+        @pytest.mark.django_db(databases=["default", "other"])
+        def test_both():
+            assert connections["default"].vendor == "postgresql"
+            assert connections["other"].vendor == "sqlite"
+            assert connections["other"].settings_dict["NAME"] == "test_other.sqlite3"
+            assert os.path.exists("test_other.sqlite3")  # Django's own test database
+            Thing.objects.using("other").create(name="elsewhere")
+            assert list(Thing.objects.values_list("name", flat=True)) == ["seeded"]
+            # Django migrated it as well: its data migration ran there too.
+            other = Thing.objects.using("other").order_by("id").values_list("name", flat=True)
+            assert list(other) == ["seeded", "elsewhere"]
+
+        def test_only_the_default(db):
+            assert list(Thing.objects.values_list("name", flat=True)) == ["seeded"]
+        """
+    )
+    _portable_things(project)
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert not (project.path / "test_other.sqlite3").exists()  # torn down as Django does
+    assert not (project.path / "other.sqlite3").exists()  # the project's own never touched
+
+
+@pytest.mark.slow
+def test_services_prepare_migrates_once_for_the_runs_after_it(project: pytest.Pytester) -> None:
+    run = project.runpytest_subprocess
+    result = run("-p", "no:cacheprovider", "--services-prepare", "-n", "2")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["PostgreSQL state pg*-state-*: built (*s)", "*no tests ran*"])
+    assert migrate_calls(project) == 1
+    run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=PASSED)
+    assert migrate_calls(project) == 1
+    again = run("-p", "no:cacheprovider", "--services-prepare")
+    again.stdout.fnmatch_lines(["PostgreSQL state pg*-state-*: already in the cache (*s)"])
+    assert migrate_calls(project) == 1
+
+
+CHARSET_TESTS = """
+from django.db import connection
+from things.models import Thing
+
+def encoding():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_encoding_to_char(encoding) FROM pg_database "
+            "WHERE datname = current_database()"
+        )
+        return cursor.fetchone()[0]
+
+def test_the_test_database_has_the_test_charset(db):
+    assert encoding() == "LATIN1"
+    Thing.objects.create(name="caf\\u00e9")  # in LATIN1
+    assert Thing.objects.get(name="caf\\u00e9")
+
+def test_a_character_latin1_lacks_is_refused(db):
+    import django.db
+    try:
+        Thing.objects.create(name="\\u20ac")
+    except django.db.DataError as exc:
+        assert "has no equivalent in encoding" in str(exc)
+    else:
+        raise AssertionError("LATIN1 has no euro sign")
+
+def test_the_reset_keeps_the_charset(postgresql_clean, transactional_db):
+    assert encoding() == "LATIN1"
+    assert list(Thing.objects.values_list("name", flat=True)) == ["seeded"]
+"""
+
+
+@pytest.mark.slow
+def test_the_test_charset_is_the_test_databases_encoding(project: pytest.Pytester) -> None:
+    _portable_things(project)
+    _settings(
+        project,
+        '"OPTIONS": {"options": "-c statement_timeout=12345", "sslmode": "require"},\n',
+        '"OPTIONS": {"options": "-c statement_timeout=12345", "sslmode": "require"},\n'
+        '        "TEST": {"CHARSET": "LATIN1"},\n',
+    )
+    project.makepyfile(test_things=CHARSET_TESTS)
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=3)
+    assert migrate_calls(project) == 1
+    # Another charset is another state; the default one (UTF8) too.
+    _settings(project, '"CHARSET": "LATIN1"', '"CHARSET": "UTF8"')
+    project.makepyfile(
+        test_things="""
+        from django.db import connection
+
+        def test_utf8(db):
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW server_encoding")
+                assert cursor.fetchone() == ("UTF8",)
+        """
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert migrate_calls(project) == 2
+
+
+def test_an_unknown_test_charset_is_named(project: pytest.Pytester) -> None:
+    _settings(
+        project,
+        '"OPTIONS": {"options": "-c statement_timeout=12345", "sslmode": "require"},\n',
+        '"OPTIONS": {"options": "-c statement_timeout=12345", "sslmode": "require"},\n'
+        '        "TEST": {"CHARSET": "KLINGON"},\n',
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=PASSED - 1)  # test_the_blocker needs no database
+    result.stdout.fnmatch_lines(
+        ["E * Django's migrate failed: ImproperlyConfigured: "
+         'DATABASES[[]"default"[]][[]"TEST"[]][[]"CHARSET"[]] = \'KLINGON\' cannot be the '
+         "encoding of the test database: KLINGON is not a valid encoding name"]
+    )  # fmt: skip
+
+
+#: Records, in early-<worker>, each early copy begun and whether the server fixture took it.
+EARLY_RECORDER = """
+import os
+
+from pytest_services._db import early_copy
+
+_start, _take = early_copy.start, early_copy.EarlyCopy.take
+
+
+def _record(what):
+    with open(f"early-{os.environ.get('PYTEST_XDIST_WORKER', 'local')}", "a") as out:
+        out.write(what + "\\n")
+
+
+def start(find, scratch, *args):
+    _record("start")
+    with open("scratch-folders", "a") as out:
+        out.write(scratch + "\\n")
+    _start(find, scratch, *args)
+
+
+def take(self, source, data_dir):
+    taken = _take(self, source, data_dir)
+    _record(f"taken {taken}")
+    return taken
+
+
+early_copy.start = start
+early_copy.EarlyCopy.take = take
+"""
+
+
+def early(project: pytest.Pytester) -> dict[str, list[str]]:
+    """What each worker's early copy did in the last run (and forget it)."""
+    found = {}
+    for path in project.path.glob("early-*"):
+        found[path.name.split("-", 1)[1]] = path.read_text().split()
+        path.unlink()
+    return found
+
+
+@pytest.mark.slow
+def test_a_worker_takes_the_migrated_state_copied_while_it_waited(
+    project: pytest.Pytester,
+) -> None:
+    project.makeconftest(EARLY_RECORDER)
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "taken", "False"]}  # nothing cached yet
+    run("-p", "no:cacheprovider", "-n", "2", "--dist", "each").assert_outcomes(passed=2 * PASSED)
+    assert early(project) == {"gw0": ["start", "taken", "True"], "gw1": ["start", "taken", "True"]}
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "taken", "True"]}
+    # No test of the database selected: nothing is copied, and no server starts.
+    blocker = run("-p", "no:cacheprovider", "-k", "test_the_blocker")
+    blocker.assert_outcomes(passed=1, deselected=PASSED - 1)
+    assert "postgres started" not in blocker.stdout.str()
+    # --create-db builds the state again: a copy of the old one would be of no use.
+    run("-p", "no:cacheprovider", "--create-db").assert_outcomes(passed=PASSED)
+    assert early(project) == {}
+    assert migrate_calls(project) == 2
+    scratch = (project.path / "scratch-folders").read_text().split()
+    assert len(scratch) == 4
+    assert [path for path in scratch if os.path.exists(path)] == []  # all removed
+
+
+@pytest.mark.slow
+def test_a_wrong_guess_is_copied_again_from_the_right_state(project: pytest.Pytester) -> None:
+    project.makeconftest(EARLY_RECORDER)
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    early(project)
+    # A key of the project's own: the early copy (of the state the settings name) is wrong.
+    project.makeconftest(
+        EARLY_RECORDER + "\nimport pytest\n\n@pytest.fixture(scope='session')\n"
+        "def django_migrations_key(django_migrations_key):\n"
+        "    return django_migrations_key + '-tenant'\n"
+    )
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "taken", "False"]}
+    assert migrate_calls(project) == 2  # the tenant's own state, built and used
+    run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=PASSED)
+    assert migrate_calls(project) == 2

@@ -22,6 +22,7 @@ import pytest_services
 #: and never import one of these.
 FIXTURE_MODULES = {
     "pytest_services._bill",
+    "pytest_services._db.django_early",
     "pytest_services._db.fixtures",
     "pytest_services._db.mysql.fixtures",
     "pytest_services._db.postgresql.fixtures",
@@ -60,7 +61,7 @@ ENGINE_MODULES = [name for name in _all_modules() if name not in FIXTURE_MODULES
 
 #: The Django modules import Django, which the oldest-releases leg does not install; the
 #: other legs check them.
-_DJANGO_MODULES = {"django_settings", "django_db"}
+_DJANGO_MODULES = {"django_settings", "django_db", "django_early"}
 
 
 def _importable(module: str) -> bool:

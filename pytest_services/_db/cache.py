@@ -128,15 +128,23 @@ def cache_root(memory_root_dir: str) -> str:
 
 def entry_files(folder: str) -> dict[str, list[int]]:
     """Every file below ``folder`` but the marker: ``[size, mtime_ns]`` by relative path."""
-    found = {}
-    for parent, _dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(parent, name)
-            relative = os.path.relpath(path, folder)
-            if relative != MARKER:
-                info = os.lstat(path)
-                found[relative] = [info.st_size, info.st_mtime_ns]
+    found: dict[str, list[int]] = {}
+    _list_files(folder, "", found)
+    found.pop(MARKER, None)
     return found
+
+
+def _list_files(folder: str, prefix: str, found: dict[str, list[int]]) -> None:
+    # One scandir per folder (links to folders are not followed, nor listed), as it is
+    # checked on every cache hit: a data directory holds a thousand files or more.
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    _list_files(entry.path, f"{prefix}{entry.name}{os.sep}", found)
+                continue
+            info = entry.stat(follow_symlinks=False)
+            found[f"{prefix}{entry.name}"] = [info.st_size, info.st_mtime_ns]
 
 
 def write_marker(folder: str, key: str, manifest: dict[str, Any]) -> None:
@@ -163,10 +171,15 @@ def copy_from(source: Callable[[], str], data_dir: str) -> None:
     """Fill ``data_dir`` with a copy of the data directory that ``source()`` returns.
 
     Another session may find the entry damaged and replace it while it is copied: then the
-    copy fails, and is made again from what ``source()`` returns next.
+    copy fails, and is made again from what ``source()`` returns next.  A copy made ahead of
+    time from the same entry (:mod:`~pytest_services._db.early_copy`) is moved in instead.
     """
+    from pytest_services._db import early_copy
+
     try:
-        copy_tree(source(), data_dir)
+        path = source()
+        if not early_copy.take(path, data_dir):
+            copy_tree(path, data_dir)
     except OSError:
         shutil.rmtree(data_dir, ignore_errors=True)
         copy_tree(source(), data_dir)

@@ -138,7 +138,7 @@ def _postgresql() -> DjangoEngine:
         database="postgresql_database",
         redirect=pg_django.redirect,
         point=pg_django.redirect_to_dsn,
-        prepare=None,
+        prepare=pg_django.apply_test_charset,
         init_class=PostgreSQLInit,
         describe=_describe_postgresql,
     )

@@ -6,7 +6,8 @@ password, no TLS); *how* the project talks to it stays: an entry whose engine sp
 PostgreSQL (Django's, PostGIS's, or one based on them) keeps its engine and ``OPTIONS``
 (``isolation_level``, ``options``, ``server_side_binding``, ``pool``...) but for the options
 that name a server, a service file or an account; an entry of another engine (SQLite...)
-becomes Django's PostgreSQL backend.
+becomes Django's PostgreSQL backend.  ``TEST["CHARSET"]`` is the encoding of the test
+database, as with Django's own.
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Union
 
-from pytest_services._db.django import Redirect
+from pytest_services._db.django import DEFAULT, Redirect
 
-__all__ = ["LOCATION_OPTIONS", "SERVER_ENGINE", "redirect", "redirect_to_dsn", "speaks_postgresql"]
+__all__ = [
+    "LOCATION_OPTIONS",
+    "SERVER_ENGINE",
+    "apply_test_charset",
+    "redirect",
+    "redirect_to_dsn",
+    "speaks_postgresql",
+]
 
 #: Django's PostgreSQL backend, for projects whose own engine does not speak PostgreSQL.
 SERVER_ENGINE = "django.db.backends.postgresql"
@@ -68,3 +76,40 @@ def redirect_to_dsn(dsn: str, database: str = "") -> Redirect:
 
     values = conninfo_to_dict(dsn)
     return redirect(str(values["host"]), str(values["port"]))
+
+
+def apply_test_charset() -> None:
+    """Give the default database the encoding ``TEST["CHARSET"]`` names, before anything is
+    in it: an encoding is chosen when a database is created, so it is created again (from
+    ``template0``, with the ``C`` locale, which suits every encoding)."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import DatabaseError, connections
+
+    connection = connections[DEFAULT]
+    charset = (connection.settings_dict.get("TEST") or {}).get("CHARSET")
+    if not charset:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_encoding_to_char(encoding) = pg_encoding_to_char(pg_char_to_encoding(%s))"
+            " FROM pg_database WHERE datname = current_database()",
+            [charset],
+        )
+        (same,) = cursor.fetchone()
+    if same:
+        return
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    connection.close()
+    encoding = "'{}'".format(str(charset).replace("'", "''"))  # no parameters in DDL
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f"DROP DATABASE {name}")
+        try:
+            cursor.execute(
+                f"CREATE DATABASE {name} WITH ENCODING {encoding} TEMPLATE template0 "
+                "LC_COLLATE 'C' LC_CTYPE 'C'"
+            )
+        except DatabaseError as exc:
+            raise ImproperlyConfigured(
+                f'DATABASES["default"]["TEST"]["CHARSET"] = {charset!r} cannot be the '
+                f"encoding of the test database: {str(exc).splitlines()[0]}"
+            ) from exc

@@ -10,7 +10,9 @@ created, filled by the loaders, described and copied into the template database.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from logging import Logger
@@ -40,6 +42,8 @@ __all__ = ["PREPARE_PORT", "PostgreSQLEngine", "connect"]
 
 #: The port of the preparing server: only its socket's name, in a folder of its own.
 PREPARE_PORT = 5432
+#: The name of a WAL segment file.
+SEGMENT = re.compile(r"[0-9A-F]{24}")
 
 
 def connect(socket_dir: str, port: int, database: str) -> Any:
@@ -125,4 +129,32 @@ class PostgreSQLEngine:
             path = os.path.join(self._data_dir, name)
             if os.path.exists(path):
                 os.unlink(path)
+        drop_spare_wal(self.server, self._data_dir)
         shutil.rmtree(self._place, ignore_errors=True)
+
+
+def drop_spare_wal(server: PostgreSQLServer, data_dir: str) -> None:
+    """Remove the WAL segments a cleanly shut down cluster does not need: those before the
+    one where its last checkpoint starts, and those kept for reuse after the next one (the
+    record may end there).  Every session copies the state: it copies two segments instead
+    of a dozen, and the server makes new segments as it needs them."""
+    result = subprocess.run(
+        [server.program("pg_controldata"), "-D", data_dir],
+        capture_output=True,
+        env={**os.environ, "LC_ALL": "C"},
+        check=False,
+    )
+    fields = dict(
+        line.split(":", 1) for line in result.stdout.decode(errors="replace").splitlines()
+    )
+    keep = fields.get("Latest checkpoint's REDO WAL file", "").strip()
+    state = fields.get("Database cluster state", "").strip()
+    if result.returncode != 0 or state != "shut down" or not SEGMENT.fullmatch(keep):
+        return  # keep everything: nothing is lost but the time of copying it
+    wal = os.path.join(data_dir, "pg_wal")
+    segments = sorted(name for name in os.listdir(wal) if SEGMENT.fullmatch(name))
+    if keep not in segments:
+        return
+    start = segments.index(keep)
+    for name in segments[:start] + segments[start + 2 :]:
+        os.unlink(os.path.join(wal, name))
