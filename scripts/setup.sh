@@ -137,6 +137,8 @@ ordinary_user_leg() (
         "$venv/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
         "$venv/bin/python" -m pytest "$pg_demo" -n 2 -q
         oldest_venv
+        echo "PostgreSQL tests as $(id -un), oldest releases: $("$root/.venv-oldest/bin/python" -c 'import sys, pytest
+print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
         "$root/.venv-oldest/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
         return
     fi
