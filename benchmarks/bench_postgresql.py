@@ -1,6 +1,7 @@
 """How fast a test session gets a PostgreSQL server, and how fast ``postgresql_clean`` is.
 
     python benchmarks/bench_postgresql.py [--rounds N] [--resets N] [--big-tables N]
+        [--peer-venv DIR] [--peer-user NAME] [--skip-peer]
 
 Measures, in one run and on this machine (medians):
 
@@ -11,7 +12,9 @@ Measures, in one run and on this machine (medians):
 * *reset*: the setup of ``postgresql_clean`` after a test that changed nothing, changed rows
   in one table, or created, altered or dropped a table; on the 20-table schema and on one
   with ``--big-tables`` tables;
-* the memory of a server: the resident set of the server's processes, summed.
+* the memory of a server: the resident set of the server's processes, summed;
+* both against pytest-postgresql (see ``_pg_peer.py``): the start of its ``postgresql_proc``,
+  and its function-scoped ``postgresql`` on the same schemas.
 
 Needs psycopg in the running interpreter, and pytest-services importable from it.
 """
@@ -30,6 +33,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _pg_peer import (
+    DEFAULT_PEER_VENV,
+    ensure_peer_venv,
+    peer_ready,
+    peer_resets,
+    peer_user,
+    per_reset,
+    print_ready,
+    print_resets,
+)
+
 from pytest_services._db.postgresql import server as pg_server
 from pytest_services.folders import memory_root
 
@@ -40,7 +54,7 @@ from pathlib import Path
 import pytest
 from pytest_services.postgresql import PostgreSQLInit
 
-_times = {"clean": [], "setup": []}
+_times = {"clean": [], "setup": [], "teardown": []}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -48,6 +62,13 @@ def pytest_runtest_setup(item):
     start = time.perf_counter()
     yield
     _times["setup"].append(time.perf_counter() - start)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    start = time.perf_counter()
+    yield
+    _times["teardown"].append(time.perf_counter() - start)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -207,7 +228,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="sessions started each way")
     parser.add_argument("--resets", type=int, default=20, help="resets of each kind")
     parser.add_argument("--big-tables", type=int, default=500, help="0 leaves it out")
+    parser.add_argument("--peer-venv", default=DEFAULT_PEER_VENV, help="pytest-postgresql's")
+    parser.add_argument("--peer-user", default="postgres", help="who runs it when we are root")
+    parser.add_argument("--skip-peer", action="store_true", help="leave pytest-postgresql out")
     options = parser.parse_args()
+    user = peer_user(options.peer_user)
+    peer = None if options.skip_peer else ensure_peer_venv(Path(options.peer_venv), user)
+    pg_ctl = pg_server.get_server().program("pg_ctl")
     work = Path(tempfile.mkdtemp(prefix="bench-pg-", dir=memory_root(tempfile.gettempdir())))
     os.chmod(work, 0o711)
     env = {"PYTEST_SERVICES_CACHE_DIR": str(work / "cache")}
@@ -241,6 +268,7 @@ def main() -> None:
         folder.mkdir()
         starts["by hand"].append(by_hand(folder, ready))
         shutil.rmtree(folder, ignore_errors=True)
+    peer_starts = peer_ready(peer, user, work, pg_ctl, options.rounds) if peer else []
     print("\nReady (median of", options.rounds, "sessions):")
     for name, values in starts.items():
         print(f"  {name:10} {median_ms(values)}")
@@ -253,6 +281,8 @@ def main() -> None:
     rss_sum = statistics.median(kb[0] for kb in rss) / 1024
     pss_sum = statistics.median(kb[1] for kb in rss) / 1024
     print(f"  server memory: RSS summed over its processes {rss_sum:.1f} MiB, PSS {pss_sum:.1f}")
+    if peer_starts:
+        print_ready(starts["empty"], starts["by hand"], peer_starts)
 
     for tables in (20, options.big_tables):
         if not tables:
@@ -270,9 +300,13 @@ def main() -> None:
         cleans = [seconds for _name, seconds in times["clean"]]
         for step in range(1, len(cleans)):
             after[order[step - 1]].append(cleans[step])
-        print(f"\npostgresql_clean after a test that changed ... ({tables} tables):")
-        for kind, values in after.items():
-            print(f"  {kind:18} {median_ms(values)}")
+        ours = per_reset(times, list(CHANGES), options.resets)
+        theirs = None
+        if peer:
+            theirs = peer_resets(
+                peer, user, work / f"peer-reset-{tables}", pg_ctl, sql, CHANGES, options.resets
+            )
+        print_resets(tables, after, ours, theirs)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -3,10 +3,14 @@
 #
 #   scripts/setup.sh demo    set up, then run the demo suite in examples/
 #   scripts/setup.sh test    set up, then lint and run the test suite: with the newest
-#                            releases, with the oldest ones pyproject.toml allows, and the
+#                            releases, with the oldest ones pyproject.toml allows, the
+#                            PostgreSQL tests as an ordinary user on both, the
 #                            MySQL tests with PyMySQL instead of mysqlclient, the
 #                            Django tests with Django 4.2 and the newest Django; then the
 #                            demo suite under -n 2 (the legs of tox.ini, in that order)
+#   scripts/setup.sh ordinary-user
+#                            set up, then only the PostgreSQL tests as an ordinary user (as
+#                            root: as an account made for them), newest and oldest releases
 #
 # Debian packages are installed with apt-get (as root, or through sudo) only when missing;
 # Python packages go into a virtual environment (.venv, or $VENV).
@@ -23,6 +27,10 @@ packages=(
     chromium chromium-driver x11-apps imagemagick
 )
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    packages+=(python3-venv)
+fi
+# Root runs the ordinary-user leg with Debian's Python when its own lives where others cannot go.
+if [[ $(id -u) == 0 ]] && ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
     packages+=(python3-venv)
 fi
 if ! "$python" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
@@ -78,18 +86,25 @@ oldest_python() {  # the oldest supported Python (3.9) on the machine, else the 
     echo "$python"
 }
 
+# The oldest releases that pyproject.toml allows.
+oldest_pins=('pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*')
+
 # The oldest releases that pyproject.toml allows: pytest 7.0, pytest-xdist 3.0, portalocker
 # 2.0 and redis-py 4.0, on the oldest supported Python the machine has (the Django tests have
 # legs of their own, below).
-oldest_leg() {
+oldest_venv() {
     local dir="$root/.venv-oldest" interpreter
     interpreter="$(oldest_python)"
     [[ -x "$dir/bin/python" ]] || "$interpreter" -m venv "$dir"
     "$dir/bin/python" -m pip install -q --disable-pip-version-check "$root[memcached,mysql,postgresql,redis]" \
-        'pytest==7.0.*' 'pytest-xdist==3.0.*' 'portalocker==2.0.*' 'redis==4.0.*' sqlalchemy selenium \
-        PyMySQL
+        "${oldest_pins[@]}" sqlalchemy selenium PyMySQL
     # Installed as users install it, not editable, and again on each run to test this tree.
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$root"
+}
+
+oldest_leg() {
+    local dir="$root/.venv-oldest"
+    oldest_venv
     echo "Oldest supported releases: $("$dir/bin/python" -c 'import sys, pytest, xdist, portalocker, redis
 print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}, pytest-xdist {xdist.__version__}, portalocker {portalocker.__version__}, redis-py {redis.__version__}")')"
     "$dir/bin/python" -m pytest tests -p pytester \
@@ -107,6 +122,80 @@ pymysql_leg() {
     "$dir/bin/python" -c 'import pymysql, importlib.util as u; assert not u.find_spec("MySQLdb")'
     "$dir/bin/python" -m pytest tests/test_mysql.py tests/test_mysql_state.py -p pytester \
         -m "not slow" -q
+}
+
+# Every PostgreSQL test (the Django ones have legs of their own) as an ordinary user, on the
+# newest and on the oldest releases: as root the plugin runs the server as `postgres`, as
+# anyone else as that user. Root makes an account for it (ORDINARY_USER, services-test),
+# gives it a copy of this tree in its home (the checkout may be in a folder only root
+# enters), and builds its virtual environments there, kept with its pip cache between runs.
+ordinary_user_leg() (
+    pg_tests=(tests/test_postgresql*.py)
+    pg_demo=examples/test_demo_postgresql.py
+    if [[ $(id -u) != 0 ]]; then
+        echo "PostgreSQL tests as $(id -un), an ordinary user"
+        "$venv/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
+        "$venv/bin/python" -m pytest "$pg_demo" -n 2 -q
+        oldest_venv
+        echo "PostgreSQL tests as $(id -un), oldest releases: $("$root/.venv-oldest/bin/python" -c 'import sys, pytest
+print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
+        "$root/.venv-oldest/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
+        return
+    fi
+    user="${ORDINARY_USER:-services-test}"
+    if ! id -u "$user" >/dev/null 2>&1; then
+        useradd --system --create-home --home-dir "/var/lib/$user" --shell /usr/sbin/nologin \
+            --comment "runs the pytest-services tests as an ordinary user" "$user"
+    fi
+    home="$(getent passwd "$user" | cut -d: -f6)"
+    [[ -d "$home" ]] || install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "$home"
+    as_user() {  # as_user COMMAND...: run COMMAND as the account, in its copy of this tree
+        (cd "${copy:-/}" && runuser -u "$user" -- env -u TMPDIR -u PYTHONPATH -u XDG_CACHE_HOME \
+            -u PYTEST_SERVICES_CACHE_DIR HOME="$home" USER="$user" LOGNAME="$user" \
+            PIP_CACHE_DIR="$home/.cache/pip" "$@")
+    }
+    copy="$(as_user mktemp -d "$home/checkout.XXXXXX")"
+    trap 'rm -rf "$copy"' EXIT
+    # The files git knows (tracked, or new and not ignored), as they are in the working tree.
+    git -C "$root" ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' file; do [[ -e "$root/$file" ]] && printf '%s\0' "$file"; done |
+        tar -C "$root" --null -T - -cf - | as_user tar -xf - -C "$copy"
+    for leg in newest oldest; do
+        if [[ $leg == newest ]]; then
+            interpreter="$python" pins=()
+        else
+            interpreter="$(oldest_python)" pins=("${oldest_pins[@]}")
+        fi
+        runnable="$(python_for_user "$interpreter")"
+        dir="$home/venv-$leg"
+        as_user test -x "$dir/bin/python" || as_user "$runnable" -m venv "$dir"
+        as_user "$dir/bin/python" -m pip install -q --disable-pip-version-check \
+            "$copy[postgresql]" "${pins[@]}" pytest pytest-xdist sqlalchemy
+        as_user "$dir/bin/python" -m pip install -q --disable-pip-version-check \
+            --force-reinstall --no-deps "$copy"
+        echo "PostgreSQL tests as $user, $leg releases: $(as_user "$dir/bin/python" -c 'import sys, pytest
+print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
+        as_user "$dir/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
+        if [[ $leg == newest ]]; then
+            as_user "$dir/bin/python" -m pytest "$pg_demo" -n 2 -q
+        fi
+    done
+)
+
+python_for_user() {  # python_for_user PYTHON: PYTHON's interpreter if the account can run it,
+    # else Debian's of the same version, else Debian's python3 (pyenv's live under /root)
+    local real version candidate
+    real="$("$1" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
+    version="$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    for candidate in "$real" "/usr/bin/python$version" /usr/bin/python3; do
+        if as_user "$candidate" -c 'import ensurepip, venv' 2>/dev/null; then
+            [[ $candidate == "$real" ]] || echo "$user cannot run $real: using $candidate" >&2
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "$user cannot run $1 nor a Python of Debian's: install python3-venv" >&2
+    return 1
 }
 
 newest_python() {  # the newest Python 3.12+ on the machine, else the main one
@@ -135,13 +224,20 @@ case "${1:-}" in
         "$venv/bin/mypy"
         "$venv/bin/python" -m pytest tests -p pytester
         oldest_leg
+        ordinary_user_leg
         pymysql_leg
         django_venv django42 "$python" 'Django>=4.2,<4.3'
         django_venv django-newest "$(newest_python)" 'Django'
         exec "$venv/bin/python" -m pytest examples -n 2 -v
         ;;
+    ordinary-user)
+        if [[ -n "${CI:-}" ]]; then
+            export PYTEST_SERVICES_NO_SKIP=1
+        fi
+        ordinary_user_leg
+        ;;
     *)
-        echo "usage: $0 demo|test" >&2
+        echo "usage: $0 demo|test|ordinary-user" >&2
         exit 2
         ;;
 esac
