@@ -252,3 +252,21 @@ SILENT_LOG_CONFTEST = """
         logger.addHandler(logging.NullHandler())
         return logger
 """
+
+
+#: Conftest hooks that time each test's setup and teardown into ``_times`` (a dict with the
+#: lists ``"setup"`` and ``"teardown"``), for the inner sessions of the benchmarks.
+RUN_TIMES_HOOKS = """
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    start = time.perf_counter()
+    yield
+    _times["setup"].append(time.perf_counter() - start)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    start = time.perf_counter()
+    yield
+    _times["teardown"].append(time.perf_counter() - start)
+"""

@@ -29,38 +29,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import _common
 from _common import installed_version, log, venv_python
 
 PEER_VERSION = "10.0.0"
 PEER_REQUIREMENTS = (f"pytest-postgresql=={PEER_VERSION}", "psycopg[binary]")
 DEFAULT_PEER_VENV = "/tmp/bench-venv-pytest-postgresql"
 
-TIMES_CONFTEST = """
+TIMES_CONFTEST = (
+    """
 import json, os, time
 
 import pytest
 
 _times = {"setup": [], "teardown": []}
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item):
-    start = time.perf_counter()
-    yield
-    _times["setup"].append(time.perf_counter() - start)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    start = time.perf_counter()
-    yield
-    _times["teardown"].append(time.perf_counter() - start)
+"""
+    + _common.RUN_TIMES_HOOKS
+    + """
 
 
 def pytest_sessionfinish(session):
     with open(os.environ["BENCH_TIMES"], "w") as out:
         json.dump(_times, out)
 """
+)
 
 START_TEST = """
 def test_ready(postgresql_proc):

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 from _pg_peer import (
     DEFAULT_PEER_VENV,
     ensure_peer_venv,
@@ -47,7 +48,8 @@ from _pg_peer import (
 from pytest_services._db.postgresql import server as pg_server
 from pytest_services.folders import memory_root
 
-TIMING_CONFTEST = """
+TIMING_CONFTEST = (
+    """
 import json, os, time
 from pathlib import Path
 
@@ -56,19 +58,9 @@ from pytest_services.postgresql import PostgreSQLInit
 
 _times = {"clean": [], "setup": [], "teardown": []}
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item):
-    start = time.perf_counter()
-    yield
-    _times["setup"].append(time.perf_counter() - start)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    start = time.perf_counter()
-    yield
-    _times["teardown"].append(time.perf_counter() - start)
+"""
+    + _common.RUN_TIMES_HOOKS
+    + """
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -92,6 +84,7 @@ def postgresql_init():
     path = Path(os.environ["BENCH_SQL"])
     return PostgreSQLInit(load=[path])
 """
+)
 
 START_TEST = """
 import os
