@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from logging import Logger
-from typing import Any
+from typing import Any, Optional
 
-from pytest_services._db.sparse import copy_tree, sparsify_tree
+from pytest_services._db.sparse import Owner, copy_tree, sparsify_tree
 from pytest_services._engine.paths import private_dir, shared_user_dir
 from pytest_services._reserve.lockfiles import try_lock
 
@@ -167,8 +167,9 @@ def discard(path: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def copy_from(source: Callable[[], str], data_dir: str) -> None:
-    """Fill ``data_dir`` with a copy of the data directory that ``source()`` returns.
+def copy_from(source: Callable[[], str], data_dir: str, owner: Optional[Owner] = None) -> None:
+    """Fill ``data_dir`` with a copy of the data directory that ``source()`` returns, which
+    belongs to ``owner`` when given (see :func:`~pytest_services._db.sparse.copy_tree`).
 
     Another session may find the entry damaged and replace it while it is copied: then the
     copy fails, and is made again from what ``source()`` returns next.  A copy made ahead of
@@ -179,10 +180,10 @@ def copy_from(source: Callable[[], str], data_dir: str) -> None:
     try:
         path = source()
         if not early_copy.take(path, data_dir):
-            copy_tree(path, data_dir)
+            copy_tree(path, data_dir, owner)
     except OSError:
         shutil.rmtree(data_dir, ignore_errors=True)
-        copy_tree(source(), data_dir)
+        copy_tree(source(), data_dir, owner)
 
 
 def sweep_abandoned(cache: str, held: str) -> None:

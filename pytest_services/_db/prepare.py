@@ -151,5 +151,5 @@ def prepare_state_data_dir(
         found.append(state)
         return path
 
-    copy_from(source, data_dir)
+    copy_from(source, data_dir, engine.owner)
     return found[-1]

@@ -8,7 +8,7 @@ initialisation, how to run a loader, and how to describe and restore the state i
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Optional, Protocol
 
 from pytest_services._db.cache import CacheEntry
 from pytest_services._db.state import DatabaseInit, Loader, State
@@ -25,6 +25,12 @@ class Engine(Protocol):
     name: str
     #: Seconds the preparing server has to start, and to shut down cleanly.
     start_timeout: float
+
+    @property
+    def owner(self) -> Optional[tuple[int, int]]:
+        """The user and group id that a session's copy of a data directory is given to (the
+        account the server runs as), or None to keep it this process's."""
+        ...
 
     def base_entry(self) -> CacheEntry:
         """The cache entry of the server's initialised data directory, built or not."""

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from logging import Logger
-from typing import Any
+from typing import Any, Optional
 
 from pytest_services._db.cache import CacheEntry
 from pytest_services._db.mysql import driver
@@ -41,6 +41,7 @@ class MySQLEngine:
     log: Logger
     name: str = "MySQL"
     start_timeout: float = START_TIMEOUT
+    owner: Optional[tuple[int, int]] = None  # the server runs as we do
     _socket: str = ""
 
     @property

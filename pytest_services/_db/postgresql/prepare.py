@@ -76,6 +76,11 @@ class PostgreSQLEngine:
     _place: str = ""
     _data_dir: str = ""
 
+    @property
+    def owner(self) -> Optional[tuple[int, int]]:
+        """The account's ids: a session's copy is made its own as it is copied."""
+        return (self.account.uid, self.account.gid) if self.account is not None else None
+
     def base_entry(self) -> CacheEntry:
         return cache.base_entry(self.server, self.cache)
 
