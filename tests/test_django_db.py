@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mysql_support
 import pytest
+from django_scenarios import create_db_rebuilds_once, migrate_calls
 from mysql_support import needs_server
 
 from pytest_services._db.mysql import server as mysql_module
@@ -143,11 +144,6 @@ def project(
     )
     pytester.makepyfile(test_things=TESTS)
     return pytester
-
-
-def migrate_calls(pytester: pytest.Pytester) -> int:
-    calls = pytester.path / "migrate-calls"
-    return len(calls.read_text().splitlines()) if calls.exists() else 0
 
 
 @pytest.mark.slow
@@ -366,35 +362,11 @@ def test_a_setting_that_decides_the_migrated_rows_is_in_the_key(
     assert migrate_calls(project) == 2
 
 
-FROM_ENV = """
-import os
-import pytest
-from things.models import Thing
-
-@pytest.mark.parametrize("n", [1, 2])
-def test_the_handlers_row(db, n):
-    names = set(Thing.objects.values_list("name", flat=True))
-    assert names == {"seeded", os.environ["THING_FROM_ENV"]}
-"""
-
-
 @pytest.mark.slow
 def test_create_db_rebuilds_the_state_once_and_later_runs_use_it(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = project.runpytest_subprocess
-    project.makepyfile(test_things=FROM_ENV)
-    monkeypatch.setenv("THING_FROM_ENV", "first")
-    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    assert migrate_calls(project) == 1
-    monkeypatch.setenv("THING_FROM_ENV", "second")  # not in the key: the state is stale
-    run("-p", "no:cacheprovider").assert_outcomes(failed=2)
-    both = run("-p", "no:cacheprovider", "-n", "2", "--dist", "each", "--create-db")
-    both.assert_outcomes(passed=4)
-    assert migrate_calls(project) == 2  # one rebuild for both workers
-    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    run("-p", "no:cacheprovider", "-n", "2", "--reuse-db").assert_outcomes(passed=2)
-    assert migrate_calls(project) == 2  # later runs use the rebuilt state
+    create_db_rebuilds_once(project, monkeypatch)
 
 
 @pytest.mark.slow

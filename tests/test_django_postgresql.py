@@ -11,6 +11,7 @@ from pathlib import Path
 
 import django_pg_support as project_files
 import pytest
+from django_scenarios import create_db_rebuilds_once, migrate_calls
 from postgresql_support import in_memory, needs_server, use_cache
 
 pytest.importorskip("django", reason="Django is not installed")
@@ -59,11 +60,6 @@ def project(
     pytester.makeini(INI + "services_django_db = true\n")
     pytester.makepyfile(test_things=project_files.TESTS)
     return pytester
-
-
-def migrate_calls(pytester: pytest.Pytester) -> int:
-    calls = pytester.path / "migrate-calls"
-    return len(calls.read_text().splitlines()) if calls.exists() else 0
 
 
 PASSED = 8
@@ -239,39 +235,12 @@ class Migration(migrations.Migration):
     operations = [migrations.RunPython(add, migrations.RunPython.noop)]
 """
 
-FROM_ENV_TESTS = """
-import os
-import pytest
-from things.models import Thing
-
-@pytest.mark.parametrize("n", [1, 2])
-def test_the_rows_of_the_environment(db, n):
-    names = set(Thing.objects.values_list("name", flat=True))
-    assert names == {"seeded", os.environ["THING_FROM_ENV"]}
-"""
-
-
 @pytest.mark.slow
 def test_create_db_rebuilds_the_state_once_and_later_runs_use_it(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (project.path / "things" / "migrations" / "0003_from_env.py").write_text(FROM_ENV_MIGRATION)
-    project.makepyfile(test_things=FROM_ENV_TESTS)
-    run = project.runpytest_subprocess
-    monkeypatch.setenv("THING_FROM_ENV", "first")
-    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    assert migrate_calls(project) == 1
-    monkeypatch.setenv("THING_FROM_ENV", "second")  # not in the key: the state is stale
-    run("-p", "no:cacheprovider").assert_outcomes(failed=2)
-    both = run("-p", "no:cacheprovider", "-n", "2", "--dist", "each", "--create-db", "-v")
-    both.assert_outcomes(passed=4)
-    both.stdout.fnmatch_lines(
-        ["services django: migrated state * (--create-db: rebuilt once in this run)"]
-    )
-    assert migrate_calls(project) == 2  # one rebuild for both workers
-    run("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    run("-p", "no:cacheprovider", "-n", "2", "--reuse-db").assert_outcomes(passed=2)
-    assert migrate_calls(project) == 2  # later runs use the rebuilt state
+    create_db_rebuilds_once(project, monkeypatch)
 
 
 def test_a_second_database_alias_is_set_up_beside_the_default(project: pytest.Pytester) -> None:
