@@ -584,7 +584,7 @@ def test_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
 # Starts a service with the watchdog told late, as on a loaded machine, and says when the
 # service is started but not yet watched: the moment the test kills this process.
 LATE_WATCH = """
-import pathlib, sys, time
+import os, pathlib, sys, time
 from pytest_services._engine import reaper as _reaper
 from pytest_services.process import start_service
 
@@ -598,7 +598,7 @@ def late_watch(pgid, tag=None):
     watch(pgid, tag)
 
 _reaper.watch = late_watch
-start_service("sleep", ["617.25"], log_dir=log_dir)
+start_service("sleep", [os.environ["SLEEP_SECONDS"]], log_dir=log_dir)
 """
 
 
@@ -607,16 +607,17 @@ def test_a_service_whose_starter_dies_before_naming_its_group_is_stopped(
 ) -> None:
     # The starter dies after the program runs and before the watchdog learns its group:
     # the watchdog knew its tag before the start, and finds it by that.
-    marker = tmp_path / "started"
+    marker, seconds = tmp_path / "started", f"617.{os.getpid()}1"  # no other run's
     starter = subprocess.Popen(
-        [sys.executable, "-c", LATE_WATCH, str(marker), str(tmp_path / "logs")]
+        [sys.executable, "-c", LATE_WATCH, str(marker), str(tmp_path / "logs")],
+        env=dict(os.environ, SLEEP_SECONDS=seconds),
     )
     try:
         deadline = time.monotonic() + 30
         while not marker.exists():
             assert starter.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
-        running = processes_naming("617.25", whole_argument=True)
+        running = processes_naming(seconds, whole_argument=True)
         assert len(running) == 1, "the service should run while its starter waits"
     finally:
         starter.kill()
@@ -637,7 +638,7 @@ def slow_exec(command, env, **kwargs):
     # Like a program still being executed when its starter dies: it carries its tag only
     # a moment after the start.
     tag = env.pop(_reaper.TAG_VARIABLE)
-    script = f"sleep 0.3; {_reaper.TAG_VARIABLE}={tag} exec sleep 617.5"
+    script = f"sleep 0.3; {_reaper.TAG_VARIABLE}={tag} exec sleep {os.environ['SLEEP_SECONDS']}"
     return subprocess.Popen(["/bin/sh", "-c", script], env=env, **kwargs)
 
 reaper.watch = lambda pgid, tag=None: os.kill(os.getpid(), signal.SIGKILL)
@@ -646,12 +647,15 @@ spawn_watched(slow_exec, ["unused"], {})
 
 
 def test_a_program_still_starting_when_its_starter_dies_is_stopped() -> None:
-    starter = subprocess.run([sys.executable, "-c", SLOW_EXEC], check=False)
+    seconds = f"617.{os.getpid()}2"  # an argument no other run's process has
+    starter = subprocess.run(
+        [sys.executable, "-c", SLOW_EXEC], env=dict(os.environ, SLEEP_SECONDS=seconds), check=False
+    )
     assert starter.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 3
-    while not processes_naming("617.5", whole_argument=True) and time.monotonic() < deadline:
+    while not processes_naming(seconds, whole_argument=True) and time.monotonic() < deadline:
         time.sleep(0.02)  # it may be stopped before it ever runs: then this waits in vain
-    left = wait_gone(processes_naming("617.5", whole_argument=True))
+    left = wait_gone(processes_naming(seconds, whole_argument=True))
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], "a program tagged a moment after its starter died kept running"
