@@ -233,9 +233,11 @@ def main() -> None:
     env = {"PYTEST_SERVICES_CACHE_DIR": str(work / "cache")}
     small = work / "small.sql"
     small.write_text(schema(20, 1000))
-    starts: dict[str, list[float]] = {"by hand": [], "empty": [], "prepared": []}
+    starts: dict[str, list[float]] = {"by hand": [], "empty": [], "no spare": [], "prepared": []}
     rss: list[tuple[int, ...]] = []
-    for kind, tables in (("empty", 0), ("prepared", 20)):
+    # "no spare": an empty database copied from the cache entry itself, as the first session
+    # after a build does (PYTEST_SERVICES_SPARE_COPIES=0).
+    for kind, tables in (("empty", 0), ("no spare", 0), ("prepared", 20)):
         for n in range(options.rounds + 1):
             folder = work / f"{kind}-{n}"
             folder.mkdir()
@@ -245,6 +247,7 @@ def main() -> None:
                 START_TEST,
                 {
                     **env,
+                    "PYTEST_SERVICES_SPARE_COPIES": "0" if kind == "no spare" else "",
                     "BENCH_TABLES": str(tables),
                     "BENCH_SQL": str(small),
                     "BENCH_RSS": str(rss_file),
@@ -255,11 +258,13 @@ def main() -> None:
                 rss.append(tuple(int(kb) for kb in rss_file.read_text().split()))
             print(f"start {kind} {n}", file=sys.stderr)
     cache = work / "cache" / "postgresql"
-    ready = next(p for p in cache.iterdir() if p.is_dir() and "-state-" in p.name) / "data"
+    ready = next(
+        p for p in cache.iterdir() if p.is_dir() and "-state-" in p.name and p.name[0] != "."
+    )
     for n in range(options.rounds):
         folder = work / f"hand-{n}"
         folder.mkdir()
-        starts["by hand"].append(by_hand(folder, ready))
+        starts["by hand"].append(by_hand(folder, ready / "data"))
         shutil.rmtree(folder, ignore_errors=True)
     peer_starts = peer_ready(peer, user, work, pg_ctl, options.rounds) if peer else []
     print("\nReady (median of", options.rounds, "sessions):")

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from logging import Logger
@@ -30,11 +31,13 @@ from pytest_services._engine.paths import private_dir, shared_user_dir
 from pytest_services._reserve.lockfiles import try_lock
 
 __all__ = [
+    "BUILD_ID",
     "CACHE_DIR_ENV",
     "DEFAULT_MAX_MB",
     "KEEP_PER_LINEAGE",
     "MARKER",
     "MAX_MB_ENV",
+    "SPARE_PREFIX",
     "UNUSED_ENTRY_DAYS",
     "CacheEntry",
     "cache_root",
@@ -48,6 +51,10 @@ __all__ = [
 
 CACHE_DIR_ENV = "PYTEST_SERVICES_CACHE_DIR"
 MARKER = "complete.json"
+#: The file of an entry that names its build.
+BUILD_ID = "build.id"
+#: How the names of spare copies of an entry's data directory begin.
+SPARE_PREFIX = ".spare-"
 #: Entries unused for this many days are removed when a new entry is built.
 UNUSED_ENTRY_DAYS = 30
 #: Entries of one lineage kept: the newest and the one before (a branch switched back).
@@ -107,6 +114,25 @@ class CacheEntry:
         except (OSError, KeyError, TypeError, AttributeError):
             return False
 
+    def build_id(self) -> Optional[str]:
+        """What tells this build of the entry from every other one (written by
+        :func:`write_marker`); None when there is none to read."""
+        try:
+            with open(self.file(BUILD_ID), encoding="ascii") as found:
+                return found.read(64).strip() or None
+        except (OSError, ValueError):
+            return None
+
+    def spares(self, build: Optional[str] = None) -> list[str]:
+        """The spare copies of the entry's data directory (:mod:`~pytest_services._db.spare`)
+        beside it, those of its build ``build`` only when given; by name."""
+        prefix = f"{SPARE_PREFIX}{self.key}@" + (f"{build}@" if build is not None else "")
+        try:
+            names = os.listdir(self.cache)
+        except OSError:
+            return []
+        return sorted(os.path.join(self.cache, name) for name in names if name.startswith(prefix))
+
     def mark_used(self) -> None:
         """Keep the entry from being pruned for another ``UNUSED_ENTRY_DAYS``."""
         with contextlib.suppress(OSError):
@@ -150,6 +176,8 @@ def _list_files(folder: str, prefix: str, found: dict[str, list[int]]) -> None:
 def write_marker(folder: str, key: str, manifest: dict[str, Any]) -> None:
     """Make the build folder's data sparse, then write its marker: the last step of a build."""
     sparsify_tree(os.path.join(folder, "data"))
+    with open(os.path.join(folder, BUILD_ID), "w", encoding="ascii") as build_id:
+        build_id.write(uuid.uuid4().hex)
     manifest = {**manifest, "key": key, "files": entry_files(folder)}
     with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as marker:
         json.dump(manifest, marker)
@@ -230,10 +258,11 @@ def prune(cache: str, keep: str, log: Logger) -> None:
             continue
         entries.append((used, entry))
     entries.sort(key=lambda found: found[0], reverse=True)  # the most recently used first
-    lineage = CacheEntry.in_folder(cache, keep).manifest().get("lineage")
+    kept = CacheEntry.in_folder(cache, keep)
+    lineage = kept.manifest().get("lineage")
     same_lineage = 1
     limit = int(os.environ.get(MAX_MB_ENV, "") or DEFAULT_MAX_MB) * 1024 * 1024
-    total = _disk_usage(os.path.join(cache, keep))
+    total = _disk_usage(kept.path) + sum(map(_disk_usage, kept.spares()))
     for used, entry in entries:
         reason = ""
         if used < time.time() - UNUSED_ENTRY_DAYS * 86400:
@@ -243,11 +272,13 @@ def prune(cache: str, keep: str, log: Logger) -> None:
             if same_lineage > KEEP_PER_LINEAGE:
                 reason = "superseded by newer states of the same loaders"
         if not reason:
-            total += _disk_usage(entry.path)
+            total += _disk_usage(entry.path) + sum(map(_disk_usage, entry.spares()))
             if total > limit:
                 reason = f"the cache is larger than {limit // 1024 // 1024} MiB ({MAX_MB_ENV})"
         if reason:
             log.info("removing the cache entry %s: %s", entry.path, reason)
             discard(entry.path)
+            for spare in entry.spares():
+                discard(spare)
             with contextlib.suppress(OSError):
                 os.unlink(f"{entry.path}.lock")

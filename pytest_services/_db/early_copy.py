@@ -17,22 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import Optional
 
-from pytest_services._db.cache import MARKER, CacheEntry
+from pytest_services._db.cache import CacheEntry
 from pytest_services._db.sparse import copy_tree
 
 __all__ = ["EarlyCopy", "discard", "start", "take"]
-
-#: What stays as long as an entry is not replaced (a use touches its marker's times): the
-#: inodes of its folder and of its marker, and the marker's size.
-Signature = tuple[int, int, int]
-
-
-def _signature(entry: CacheEntry) -> Optional[Signature]:
-    try:
-        folder, marker = os.stat(entry.path), os.stat(entry.file(MARKER))
-    except OSError:
-        return None
-    return folder.st_ino, marker.st_ino, marker.st_size
 
 
 class EarlyCopy:
@@ -52,7 +40,7 @@ class EarlyCopy:
         self._hand_over = hand_over
         self._done = done
         self._entry: Optional[CacheEntry] = None
-        self._signature: Optional[Signature] = None
+        self._build: Optional[str] = None
         self._thread = threading.Thread(target=self._run, name="early data copy", daemon=True)
         self._thread.start()
 
@@ -61,13 +49,13 @@ class EarlyCopy:
             entry = self._find()
             if entry is None:
                 return
-            before = _signature(entry)
-            if before is None or not entry.is_complete():
-                return
+            before = entry.build_id()
+            if before is None or entry.spares(before) or not entry.is_complete():
+                return  # gone, or a spare copy is there to be taken, or to be rebuilt
             copy_tree(entry.data_dir, self.copy)
             self._hand_over(self.copy)
-            if _signature(entry) == before:
-                self._entry, self._signature = entry, before
+            if entry.build_id() == before:
+                self._entry, self._build = entry, before
         except Exception:  # a guess that did not work out: the fixture copies as usual
             self._entry = None
 
@@ -77,7 +65,7 @@ class EarlyCopy:
         self._thread.join()
         entry = self._entry
         try:
-            if entry is None or entry.data_dir != source or _signature(entry) != self._signature:
+            if entry is None or entry.data_dir != source or entry.build_id() != self._build:
                 return False
             if os.path.isdir(data_dir) and not os.listdir(data_dir):
                 os.rmdir(data_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,14 +22,23 @@ from logging import Logger
 from typing import Any, Optional
 
 from pytest_services._db import build as _build
+from pytest_services._db import spare
 from pytest_services._db.cache import CacheEntry, copy_from, discard
 from pytest_services._db.protocol import Engine
 from pytest_services._db.sparse import copy_tree
 from pytest_services._db.state import DatabaseInit, State, describe, read_state, write_state
+from pytest_services._engine import ledger
 from pytest_services._engine.paths import StrPath
 from pytest_services.exceptions import DatabaseError
 
-__all__ = ["DEATH_GRACE", "PREPARED", "Prepared", "prepare_state_data_dir", "prepared_entry"]
+__all__ = [
+    "DEATH_GRACE",
+    "PREPARED",
+    "Prepared",
+    "prepare_state_data_dir",
+    "prepared_entry",
+    "state_entry",
+]
 
 #: Seconds a failing build gives the preparing server to show that it died.
 DEATH_GRACE = 1.0
@@ -91,6 +101,17 @@ def _fill(
     return {"lineage": init.lineage(database)}
 
 
+def state_entry(engine: Engine, init: DatabaseInit, database: str) -> CacheEntry:
+    """The cache entry of the state ``init`` makes in ``database``, built or not."""
+    base = engine.base_entry()
+    return CacheEntry.in_folder(base.cache, f"{base.key}-state-{init.state_key(database)}")
+
+
+def _bill(engine: Engine, key: str, built: bool, seconds: float) -> None:
+    ledger.built(getattr(engine, "service", engine.name), "state", built, seconds)
+    PREPARED.append(Prepared(engine.name, key, built, seconds))
+
+
 def prepared_entry(
     engine: Engine,
     init: DatabaseInit,
@@ -104,7 +125,7 @@ def prepared_entry(
 
     A build that fails is not tried again by later callers with the same ``run_id``."""
     base = engine.base_entry()
-    entry = CacheEntry.in_folder(base.cache, f"{base.key}-state-{init.state_key(database)}")
+    entry = state_entry(engine, init, database)
     started = time.monotonic()
     for attempt in (1, 2):
         built = _build.ensure(
@@ -115,8 +136,6 @@ def prepared_entry(
             timeout=init.timeout,
             run_id=run_id,
             error=init.error,
-            service=getattr(engine, "service", engine.name),
-            kind="state",
         )
         if not built:
             base.mark_used()  # a later rebuild starts from it: keep it from being pruned
@@ -128,7 +147,7 @@ def prepared_entry(
             log.warning("the cache entry %s cannot be read (%s): rebuilding it", entry.path, exc)
             discard(entry.path)
             continue
-        PREPARED.append(Prepared(engine.name, entry.key, built, time.monotonic() - started))
+        _bill(engine, entry.key, built, time.monotonic() - started)
         return entry.data_dir, state
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -142,8 +161,12 @@ def prepare_state_data_dir(
     log_dir: StrPath,
     log: Logger,
     run_id: Optional[str] = None,
+    spares: bool = False,
 ) -> State:
-    """Fill ``data_dir`` with a copy of the prepared state; return its description."""
+    """Fill ``data_dir`` with a copy of the prepared state; return its description.
+
+    With ``spares``, a spare copy of the entry (:mod:`~pytest_services._db.spare`) is taken
+    when there is one, and another is made for the next session once the server started."""
     found: list[State] = []
 
     def source() -> str:
@@ -151,5 +174,30 @@ def prepare_state_data_dir(
         found.append(state)
         return path
 
-    copy_from(source, data_dir, engine.owner)
-    return found[-1]
+    if not spares:
+        copy_from(source, data_dir, engine.owner)
+        return found[-1]
+    entry = state_entry(engine, init, database)
+    state = _from_spare(engine, entry, data_dir)
+    if state is None:
+        copy_from(source, data_dir, engine.owner)
+        state = found[-1]
+    spare.make_after_start(entry, os.path.dirname(data_dir), engine.owner)
+    return state
+
+
+def _from_spare(engine: Engine, entry: CacheEntry, data_dir: str) -> Optional[State]:
+    """The description of the state, once a spare copy of it is in ``data_dir``; None when
+    there is none (or the entry cannot be read: the usual way finds out what is wrong)."""
+    started = time.monotonic()
+    if not spare.take(entry, data_dir):
+        return None
+    try:
+        state = read_state(entry.path)
+    except (OSError, ValueError):
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return None
+    entry.mark_used()
+    engine.base_entry().mark_used()
+    _bill(engine, entry.key, False, time.monotonic() - started)
+    return state

@@ -12,6 +12,7 @@ from logging import Logger
 import pytest
 
 from pytest_services import folders
+from pytest_services._db import spare
 from pytest_services._db.prepare import prepare_state_data_dir
 from pytest_services._db.protocol import Engine
 from pytest_services._db.state import DatabaseInit, State
@@ -30,6 +31,7 @@ def prepare_for_session(
 ) -> State:
     """Fill ``data_dir`` with a copy of the state ``init`` makes in ``database``."""
     logs = folders.log_dir(request.getfixturevalue("base_dir"))
+    request.addfinalizer(spare.finish)  # before the session's folders go
     try:
         return prepare_state_data_dir(
             engine,
@@ -40,6 +42,7 @@ def prepare_for_session(
             logs,
             log,
             get_run_id(request.config),
+            spares=True,
         )
     except BaseException:
         folders.keep_logs(logs)
