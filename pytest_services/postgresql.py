@@ -52,6 +52,7 @@ from urllib.parse import quote
 import pytest
 
 from pytest_services import folders
+from pytest_services._db.postgresql import driver
 from pytest_services._db.postgresql.cache import hand_over
 from pytest_services._db.postgresql.describe import quote as quote_identifier
 from pytest_services._db.postgresql.init import PostgreSQLInit, dsn_of
@@ -168,7 +169,9 @@ def postgresql_watcher(
         raise TypeError(
             f"postgresql_init must return a PostgreSQLInit or None, not {postgresql_init!r}."
         )
-    _psycopg()
+    if not driver.installed():
+        _psycopg()  # says what to install
+    imported = driver.import_meanwhile()  # while the server starts
     socket_path(postgresql_host, f".s.PGSQL.{postgresql_port}")  # refuse one too long
     server, server_account = get_server(), account()
     engine = PostgreSQLEngine(
@@ -197,6 +200,7 @@ def postgresql_watcher(
         grace=0,  # the data is thrown away: no clean shutdown needed
     )
     request.addfinalizer(lambda: _immediate_shutdown(process, data_dir))  # before the stop
+    imported()
     return process
 
 

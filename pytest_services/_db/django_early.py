@@ -13,9 +13,7 @@ guess was wrong (an overridden ``django_migrations_key``, ``memory_root_dir``...
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import threading
 from typing import Optional
 
 import pytest
@@ -70,6 +68,7 @@ def begin(session: pytest.Session, engine: str, digest: Optional[str], run: str)
     """Start the early copy when :func:`wanted`."""
     if digest is None or not wanted(session, engine, digest):
         return
+    from pytest_services._db.postgresql import driver
     from pytest_services._db.postgresql.cache import hand_over
     from pytest_services._db.postgresql.server import account
 
@@ -82,16 +81,11 @@ def begin(session: pytest.Session, engine: str, digest: Optional[str], run: str)
     except Exception:  # no room for it: the fixture copies as usual
         return
 
-    # The server fixture imports the driver first thing: the copy runs meanwhile.
-    threading.Thread(target=_import_driver, name="import psycopg", daemon=True).start()
+    # The fixtures wait for them if they are not over by then.
+    driver.import_meanwhile("django.db.backends.postgresql.base")
     early_copy.start(
         lambda: _entry(config, digest, run),
         scratch,
         lambda path: hand_over(server_account, path),
         folders._release_session_dir,
     )
-
-
-def _import_driver() -> None:
-    with contextlib.suppress(ImportError):  # the fixture says what to install
-        import psycopg  # noqa: F401

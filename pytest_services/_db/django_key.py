@@ -159,8 +159,21 @@ def _migration_files(app: Any) -> Optional[dict[str, bytes]]:
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*.py")}
 
 
+#: The keys computed by this process: its report header, the early copy and the fixture
+#: ask for the same one (a session's Django keeps the migrations it first imported).
+_KEYS: dict[tuple[str, bool], str] = {}
+
+
 def migrations_key(settings: str, use_migrations: bool = True) -> str:
-    """The key of the migrated default database, given the :func:`settings_digest`."""
+    """The key of the migrated default database, given the :func:`settings_digest`;
+    computed once per process."""
+    key = _KEYS.get((settings, use_migrations))
+    if key is None:
+        key = _KEYS[settings, use_migrations] = _migrations_key(settings, use_migrations)
+    return key
+
+
+def _migrations_key(settings: str, use_migrations: bool) -> str:
     import django
     from django.apps import apps
 

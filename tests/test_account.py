@@ -1,0 +1,72 @@
+"""Services that run as another account: the ids they get, and how they get them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from pytest_services._engine import commands
+from pytest_services._engine.account import ServiceAccount
+from pytest_services.process import start_service
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing the user takes root")
+
+
+def nobody() -> ServiceAccount:
+    entry = pwd.getpwnam("nobody")
+    return ServiceAccount("nobody", entry.pw_uid, entry.pw_gid)
+
+
+def ids(pid: int) -> dict[str, list[str]]:
+    """The Uid, Gid and Groups lines of a process's status."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = (line.split(":", 1) for line in lines)
+    return {name: value.split() for name, value in fields if name in ("Uid", "Gid", "Groups")}
+
+
+@needs_root
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "popen"])
+def test_a_service_runs_as_its_account_with_no_other_group(
+    setpriv: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commands, "_SETPRIV", [] if setpriv else [None])
+    account = nobody()
+    folder = tmp_path / "home"
+    folder.mkdir()
+    os.chown(folder, account.uid, account.gid)
+    process = start_service(
+        "sleep", ["617.3"], account.popen_kwargs(folder), checker=lambda: True, log_dir=tmp_path
+    )
+    try:
+        assert ids(process.pid) == {
+            "Uid": [str(account.uid)] * 4,
+            "Gid": [str(account.gid)] * 4,
+            "Groups": [],
+        }
+        # The program itself has the pid: stops and the watchdog reach it.
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"617.3", b""] and cmdline[0].endswith(b"sleep")
+        assert os.readlink(f"/proc/{process.pid}/cwd") == str(folder)
+        assert process.args == process.command and process.command[1:] == ["617.3"]
+        assert ("setpriv" in str(commands._SETPRIV)) == setpriv
+    finally:
+        process.stop(grace=0.2)
+    assert process.returncode is not None
+
+
+@needs_root
+def test_the_ids_are_changed_after_the_exec_when_setpriv_is_there() -> None:
+    kwargs = nobody().popen_kwargs("/")
+    command = commands._switch_ids_after_exec(["prog", "arg"], kwargs)
+    assert command[-3:] == ["--", "prog", "arg"] and "--clear-groups" in command
+    assert kwargs == {"cwd": "/"}
+    # Names, a preexec function or a shell are left to Popen.
+    for odd in (
+        {"user": "nobody"},
+        {"user": 1, "group": 1, "preexec_fn": print},
+        {"user": 1, "group": 1, "shell": True},
+    ):
+        assert commands._switch_ids_after_exec(["prog"], dict(odd)) == ["prog"]
