@@ -29,9 +29,13 @@ packages=(
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     packages+=(python3-venv)
 fi
-# Root runs the ordinary-user leg with Debian's Python when its own lives where others cannot go.
-if [[ $(id -u) == 0 ]] && ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    packages+=(python3-venv)
+# Root runs the ordinary-user leg on copies of its own Pythons when they live where others
+# cannot go (patchelf points a copy at its own libpython), else on Debian's.
+if [[ $(id -u) == 0 ]]; then
+    packages+=(patchelf)
+    if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        packages+=(python3-venv)
+    fi
 fi
 if ! "$python" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
     packages+=(python3-dev)
@@ -167,7 +171,7 @@ print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
             interpreter="$(oldest_python)" pins=("${oldest_pins[@]}")
         fi
         runnable="$(python_for_user "$interpreter")"
-        dir="$home/venv-$leg"
+        dir="$home/venv-$leg-$(as_user "$runnable" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
         as_user test -x "$dir/bin/python" || as_user "$runnable" -m venv "$dir"
         as_user "$dir/bin/python" -m pip install -q --disable-pip-version-check \
             "$copy[postgresql]" "${pins[@]}" pytest pytest-xdist sqlalchemy
@@ -183,10 +187,23 @@ print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
 )
 
 python_for_user() {  # python_for_user PYTHON: PYTHON's interpreter if the account can run it,
-    # else Debian's of the same version, else Debian's python3 (pyenv's live under /root)
-    local real version candidate
+    # else a copy of its installation in the account's home (pyenv's live under /root, which
+    # the account cannot enter), else Debian's of the same version, else Debian's python3
+    local real version prefix copied candidate
     real="$("$1" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
     version="$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    if ! as_user "$real" -c 'import ensurepip, venv' 2>/dev/null; then
+        prefix="$("$1" -c 'import sys; print(sys.base_prefix)')"
+        copied="$home/python-$(basename "$prefix")"
+        if ! as_user test -x "$copied/bin/python$version"; then
+            as_user mkdir -p "$copied"
+            tar -C "$prefix" --exclude="./lib/python$version/test" --exclude="./lib/python$version/site-packages/*" \
+                -cf - . | as_user tar -xf - -C "$copied"
+            # A shared build finds its libpython by a path under the original prefix.
+            as_user patchelf --set-rpath '$ORIGIN/../lib' "$copied/bin/python$version"
+        fi
+        real="$copied/bin/python$version"
+    fi
     for candidate in "$real" "/usr/bin/python$version" /usr/bin/python3; do
         if as_user "$candidate" -c 'import ensurepip, venv' 2>/dev/null; then
             [[ $candidate == "$real" ]] || echo "$user cannot run $real: using $candidate" >&2
