@@ -22,11 +22,10 @@ template's rows when both copies changed) fails the next test with the test that
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Optional
 
-from pytest_services._db.mysql import guard
+from pytest_services._db.mysql import counters, guard
 from pytest_services._db.mysql.binlog import Changes, Position, read_changes
 from pytest_services._db.mysql.describe import TEMPLATE, quote
 from pytest_services._db.mysql.guard import Baseline
@@ -62,6 +61,9 @@ class MySQLCleaner:
         self._restorer = Restorer(self._query, self._use, state)
         self._previous: str | None = None  # the test the last reset ran before
         self._broken = ""
+        #: What InnoDB's table statistics said of the default database's auto-increment
+        #: counters (how many tables, and their sum) when they were last as prepared.
+        self._counters_seen: Optional[str] = None
 
     # -- the connection ------------------------------------------------------------------
 
@@ -127,11 +129,15 @@ class MySQLCleaner:
             self._baseline = Baseline.read(self._query, self.database)
             self._restorer.complete_state()
         baseline, problems = self._baseline, []
-        position, values, busy, counters = self._probe(baseline)
+        position, values, busy, found, signature = self._probe(baseline)
         changed = baseline.changed_globals(values)
         if position == self._position and not changed and not busy:
-            self._restorer.counters(counters)
+            if found is None and signature != self._counters_seen:
+                found, signature = self._counters()  # one moved, or a table was read again
+            if found is not None:
+                self._put_back_counters(found, signature)
             return
+        self._counters_seen = None
         guard.put_back_globals(self._query, changed)
         if busy:
             guard.end_connections(self._query, baseline.lock_info)
@@ -154,20 +160,27 @@ class MySQLCleaner:
                 f"mysql_clean cannot finish: the binary log keeps moving, {self._who()} left "
                 "something running that writes (an event, a connection in a thread)."
             )
-        self._restorer.counters(
-            self._query(
-                "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = %s AND AUTO_INCREMENT IS NOT NULL",
-                (self.database,),
-            )
-        )
+        self._put_back_counters(*self._counters())
         self._trim_log()
         if problems:
             raise MySQLError("\n".join(problems))
 
-    def _probe(self, baseline: Baseline) -> tuple[Position, list[Any], bool, list[Any]]:
+    def _put_back_counters(self, found: list[Any], signature: Optional[str]) -> None:
+        moved = self._restorer.counters(found)
+        self._counters_seen = None if moved else signature
+
+    def _counters(self) -> tuple[list[Any], Optional[str]]:
+        assert self._baseline is not None
+        return counters.read(self._query, self._baseline, self.database)
+
+    def _probe(
+        self, baseline: Baseline
+    ) -> tuple[Position, list[Any], bool, Optional[list[Any]], Optional[str]]:
         """In one round trip: the log's position, the watched globals, whether another
-        connection holds a transaction or a lock, and the auto-increment counters."""
+        connection holds a transaction or a lock, and the auto-increment counters -- or,
+        once they are known to be as prepared, only their count and sum in InnoDB's table
+        statistics, which is cheaper and the same for as long as no counter moved (they
+        only move up: down takes DDL, which the log shows)."""
         busy = (
             "(SELECT COUNT(*) FROM information_schema.INNODB_TRX "
             "WHERE trx_mysql_thread_id <> CONNECTION_ID())"
@@ -177,20 +190,24 @@ class MySQLCleaner:
                 " + (SELECT COUNT(*) FROM information_schema.METADATA_LOCK_INFO "
                 "WHERE THREAD_ID <> CONNECTION_ID())"
             )
-        columns = [f"@@global.{name}" for name in baseline.watched]
-        columns += [
-            busy,
-            "(SELECT JSON_ARRAYAGG(JSON_ARRAY(TABLE_NAME, AUTO_INCREMENT)) "
-            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-            "AND AUTO_INCREMENT IS NOT NULL)",
-        ]
+        columns: list[counters.Column] = [(f"@@global.{name}", ()) for name in baseline.watched]
+        columns.append((busy, ()))
+        signed = counters.signature_column(baseline, self.database)
+        if signed is not None:
+            columns.append(signed)
+        listed = signed is None or self._counters_seen is None
+        if listed:
+            columns.append(counters.listed_column(self.database))
+        arguments = tuple(argument for _, values in columns for argument in values)
+        selected = ", ".join(sql for sql, _ in columns)
         cursor = self._cursor()
-        cursor.execute("SHOW MASTER STATUS; SELECT " + ", ".join(columns), (self.database,))
+        cursor.execute(f"SHOW MASTER STATUS; SELECT {selected}", arguments)
         name, offset = cursor.fetchall()[0][:2]
         cursor.nextset()
         row = list(cursor.fetchall()[0])
-        counters = json.loads(row[-1]) if row[-1] else []
-        return (str(name), int(offset)), row[:-2], bool(row[-2]), counters
+        found = counters.parse(row.pop()) if listed else None
+        signature = str(row.pop()) if signed is not None else None
+        return (str(name), int(offset)), row[:-1], bool(row[-1]), found, signature
 
     def _master_position(self) -> Position:
         name, offset = self._query("SHOW MASTER STATUS")[0][:2]

@@ -77,6 +77,8 @@ class Baseline:
     events: set[tuple[str, str]]
     lock_info: bool
     watched: list[str] = field(default_factory=list)
+    #: Whether InnoDB's table statistics show auto-increment counters (MariaDB's do).
+    table_stats: bool = False
 
     @classmethod
     def read(cls, query: Query, database: str) -> Baseline:
@@ -89,6 +91,10 @@ class Baseline:
             "SELECT 1 FROM information_schema.PLUGINS "
             "WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO' AND PLUGIN_STATUS = 'ACTIVE'"
         )
+        stats = query(
+            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'information_schema' "
+            "AND TABLE_NAME = 'INNODB_SYS_TABLESTATS' AND COLUMN_NAME = 'AUTOINC'"
+        )
         return cls(
             databases={str(name) for (name,) in query("SHOW DATABASES")},
             globals=found,
@@ -96,6 +102,7 @@ class Baseline:
             events=other_events(query, database),
             lock_info=bool(plugin),
             watched=watched,
+            table_stats=bool(stats),
         )
 
     def changed_globals(self, values: Iterable[Any]) -> dict[str, Any]:

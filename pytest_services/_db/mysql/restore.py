@@ -236,15 +236,18 @@ class Restorer:
                 if trigger["table"] in with_triggers:
                     self._query(trigger["create"])
 
-    def counters(self, found: Iterable[tuple[str, Any]]) -> None:
+    def counters(self, found: Iterable[tuple[str, Any]]) -> bool:
         """Set back auto-increment counters that moved without a trace in the log: InnoDB
-        keeps a counter's advance when the transaction that made it rolls back."""
-        tables = self.state["tables"]
+        keeps a counter's advance when the transaction that made it rolls back.  Tell
+        whether one had moved."""
+        tables, moved = self.state["tables"], False
         for name, counter in found:
             wanted = tables.get(name, {}).get("auto_increment")
             if wanted and int(counter) != int(wanted):
                 target = f"{self.db}.{quote(name)}"
                 self._query(f"ALTER TABLE {target} AUTO_INCREMENT = {int(wanted)}")
+                moved = True
+        return moved
 
 
 def _with_children(tables: set[str], children: dict[str, list[str]]) -> set[str]:
