@@ -134,7 +134,7 @@ pymysql_leg() {
 # gives it a copy of this tree in its home (the checkout may be in a folder only root
 # enters), and builds its virtual environments there, kept with its pip cache between runs.
 ordinary_user_leg() (
-    pg_tests=(tests/test_postgresql*.py)
+    pg_tests=(tests/test_postgresql*.py tests/test_spare.py)
     pg_demo=examples/test_demo_postgresql.py
     if [[ $(id -u) != 0 ]]; then
         echo "PostgreSQL tests as $(id -un), an ordinary user"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,18 @@ def test_a_service_runs_as_its_account_with_no_other_group(
     folder = tmp_path / "home"
     folder.mkdir()
     os.chown(folder, account.uid, account.gid)
+
+    def sleeping() -> bool:  # setpriv runs first, under the same pid, and then sleep
+        return Path(f"/proc/{process.pid}/cmdline").read_bytes().startswith(sleep)
+
     process = start_service(
         "sleep", ["617.3"], account.popen_kwargs(folder), checker=lambda: True, log_dir=tmp_path
     )
+    sleep = os.fsencode(process.command[0])
     try:
+        deadline = time.monotonic() + 10
+        while not sleeping() and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert ids(process.pid) == {
             "Uid": [str(account.uid)] * 4,
             "Gid": [str(account.gid)] * 4,
@@ -48,7 +57,7 @@ def test_a_service_runs_as_its_account_with_no_other_group(
         }
         # The program itself has the pid: stops and the watchdog reach it.
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
-        assert cmdline[1:3] == [b"617.3", b""] and cmdline[0].endswith(b"sleep")
+        assert cmdline == [sleep, b"617.3", b""]
         assert os.readlink(f"/proc/{process.pid}/cwd") == str(folder)
         assert process.args == process.command and process.command[1:] == ["617.3"]
         assert ("setpriv" in str(commands._SETPRIV)) == setpriv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from mysql_support import MYSQL_DRIVERS, needs_server
 from proc_support import processes_naming
 
 from pytest_services._db.mysql import server as mysql_module
+from pytest_services.folders import memory_root
 from pytest_services.mysql import MySQLInit, hash_files
 
 if not MYSQL_DRIVERS:
@@ -143,7 +145,11 @@ def state_entries(pytester: pytest.Pytester) -> list[str]:
 
 
 def leftovers(pytester: pytest.Pytester) -> list[str]:
-    return sorted(p.name for p in (pytester.path / "cache" / "mysql").iterdir() if p.name[0] == ".")
+    """Hidden files of the cache but spare copies: what builds left behind."""
+    folder = pytester.path / "cache" / "mysql"
+    return sorted(
+        p.name for p in folder.iterdir() if p.name[0] == "." and not p.name.startswith(".spare-")
+    )
 
 
 LOADED = """
@@ -177,6 +183,27 @@ def test_state_is_built_once_for_all_workers_and_runs(shop: pytest.Pytester) -> 
     run(shop).assert_outcomes(passed=1)
     assert seed_calls(shop) == 1
     assert len(state_entries(shop)) == 1 and leftovers(shop) == []
+
+
+def test_a_session_takes_the_spare_copy_of_the_state_its_predecessor_made(
+    shop: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, base_cache: Path
+) -> None:
+    memory = Path(memory_root(str(shop.path)), f"test-state-spare-{os.getpid()}")
+    shutil.copytree(base_cache, memory, symlinks=True)  # beside the session's copy
+    monkeypatch.setenv(mysql_module.CACHE_DIR_ENV, str(memory))
+    try:
+        shop.makepyfile(LOADED)
+        spares = []
+        for _ in range(3):
+            run(shop).assert_outcomes(passed=1)
+            loaded = json.loads((shop.path / "loaded-local.json").read_text())
+            assert loaded == {"names": ["ada", "bob", "cy"], "orders": ["3", "220.00"], "audit": 3}
+            spares.append(sorted(p.name for p in (memory / "mysql").glob(".spare-*")))
+        assert seed_calls(shop) == 1
+        assert [len(names) for names in spares] == [1, 1, 1]
+        assert len({names[0] for names in spares}) == 3  # each run took one and made one
+    finally:
+        shutil.rmtree(memory, ignore_errors=True)
 
 
 @pytest.mark.slow
