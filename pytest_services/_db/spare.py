@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Optional
 
+from pytest_services._db.build import MIN_FREE_BYTES
 from pytest_services._db.cache import SPARE_PREFIX, CacheEntry, discard
 from pytest_services._db.sparse import Owner, copy_tree
 from pytest_services._engine import ledger
@@ -90,6 +91,9 @@ def _make(entry: CacheEntry, scratch_parent: str, owner: Optional[Owner]) -> Non
         return  # a spare could not be renamed into place: copying it would be wasted
     if not entry.is_complete():
         return  # the next session finds out and rebuilds it
+    size = sum(int(found[0]) for found in entry.manifest().get("files", {}).values())
+    if shutil.disk_usage(entry.cache).free < size + MIN_FREE_BYTES:
+        return  # a spare must not take the room that servers and builds need
     scratch = tempfile.mkdtemp(prefix="spare-", dir=scratch_parent)
     try:
         copy = os.path.join(scratch, "data")
