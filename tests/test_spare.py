@@ -77,6 +77,22 @@ def test_a_spare_of_an_older_build_is_never_taken_and_goes(
     assert (tmp_path / "data" / "base" / "rows").read_bytes() == b"second build"
 
 
+def test_an_entry_built_before_build_ids_gets_one_and_spares(
+    entry: CacheEntry, tmp_path: Path
+) -> None:
+    os.unlink(entry.file(cache.BUILD_ID))  # as entries were built before: no id, not listed
+    manifest = entry.manifest()
+    del manifest["files"][cache.BUILD_ID]
+    Path(entry.file(cache.MARKER)).write_text(json.dumps(manifest))
+    assert entry.build_id() is None and entry.is_complete()
+    assert not spare.take(entry, str(tmp_path / "data"))
+    make_spare(entry, tmp_path)
+    build_id = entry.build_id()
+    assert build_id is not None and entry.is_complete()
+    assert [os.path.basename(path).split("@")[1] for path in entry.spares()] == [build_id]
+    assert sorted(os.listdir(entry.path)) == ["build.id", "complete.json", "data"]
+
+
 def test_spares_go_with_their_entry_and_count_in_the_cache_size(
     entry: CacheEntry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -123,6 +123,25 @@ class CacheEntry:
         except (OSError, ValueError):
             return None
 
+    def ensure_build_id(self) -> Optional[str]:
+        """:meth:`build_id`, given now to a complete entry built before entries had one
+        (a file beside the data directory keeps it complete); None for an incomplete one."""
+        found = self.build_id()
+        if found is not None or not self.is_complete():
+            return found
+        temporary = self.file(f".{BUILD_ID}-{uuid.uuid4().hex}")
+        try:
+            with open(temporary, "x", encoding="ascii") as written:
+                written.write(uuid.uuid4().hex)
+            with contextlib.suppress(FileExistsError):  # another session gave it one first
+                os.link(temporary, self.file(BUILD_ID))
+        except OSError:
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        return self.build_id()
+
     def spares(self, build: Optional[str] = None) -> list[str]:
         """The spare copies of the entry's data directory (:mod:`~pytest_services._db.spare`)
         beside it, those of its build ``build`` only when given; by name."""

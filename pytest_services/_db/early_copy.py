@@ -49,7 +49,7 @@ class EarlyCopy:
             entry = self._find()
             if entry is None:
                 return
-            before = entry.build_id()
+            before = entry.ensure_build_id()
             if before is None or entry.spares(before) or not entry.is_complete():
                 return  # gone, or a spare copy is there to be taken, or to be rebuilt
             copy_tree(entry.data_dir, self.copy)

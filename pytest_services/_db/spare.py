@@ -81,7 +81,7 @@ def discard_all(entry: CacheEntry, keep: Optional[str] = None) -> None:
 
 
 def _make(entry: CacheEntry, scratch_parent: str, owner: Optional[Owner]) -> None:
-    build = entry.build_id()
+    build = entry.ensure_build_id()
     if build is None:
         return
     discard_all(entry, keep=build)  # those of an older build
