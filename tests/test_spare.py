@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -247,43 +244,3 @@ def test_a_spare_of_a_state_built_anew_is_not_taken(project: pytest.Pytester) ->
     run(project).assert_outcomes(passed=4)
     assert seen(project) == [[7, 7]] and states(project) == (0, 1)
     assert old not in spares() and len(spares()) == 1
-
-
-SMALL_DISK = """
-set -e
-mount -t tmpfs -o size={size} tmpfs {folder}
-cd {folder} && mkdir cache scratch
-exec {python} -c '
-import logging, os
-from pathlib import Path
-from pytest_services._db import build, spare
-from pytest_services._db.cache import CacheEntry
-
-def fill(folder):
-    Path(folder, "data").mkdir()
-    Path(folder, "data", "rows").write_bytes(os.urandom(12 * 1024 * 1024))
-    return {{}}
-
-entry = CacheEntry.in_folder("cache", "k")
-build.ensure(entry, fill, logging.getLogger(), "x")
-spare.make(entry, "scratch")
-spare.finish()
-print("spares", len(entry.spares()), "scratch", os.listdir("scratch"))
-'
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
-@pytest.mark.parametrize(("size", "made"), [("48m", 0), ("64m", 1)])
-def test_a_spare_leaves_the_room_that_servers_and_builds_need(
-    tmp_path: Path, size: str, made: int
-) -> None:
-    folder = tmp_path / "small"
-    folder.mkdir()
-    script = SMALL_DISK.format(size=size, folder=folder, python=sys.executable)
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    # 12 MiB of data: a spare needs 12 MiB and the 32 MiB kept free, 36 are left on 48.
-    assert result.stdout.split() == ["spares", str(made), "scratch", "[]"]
