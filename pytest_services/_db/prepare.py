@@ -120,12 +120,14 @@ def prepared_entry(
     log_dir: StrPath,
     log: Logger,
     run_id: Optional[str] = None,
+    entry: Optional[CacheEntry] = None,
 ) -> tuple[str, State]:
     """The data directory and description of the prepared state; built on first use.
 
-    A build that fails is not tried again by later callers with the same ``run_id``."""
+    A build that fails is not tried again by later callers with the same ``run_id``;
+    ``entry`` is the state's :func:`state_entry` when the caller has it already."""
     base = engine.base_entry()
-    entry = state_entry(engine, init, database)
+    entry = entry or state_entry(engine, init, database)
     started = time.monotonic()
     for attempt in (1, 2):
         built = _build.ensure(
@@ -168,16 +170,18 @@ def prepare_state_data_dir(
     With ``spares``, a spare copy of the entry (:mod:`~pytest_services._db.spare`) is taken
     when there is one, and another is made for the next session once the server started."""
     found: list[State] = []
+    entry = state_entry(engine, init, database)  # its key hashes the loaders: once
 
     def source() -> str:
-        path, state = prepared_entry(engine, init, database, run_dir, log_dir, log, run_id)
+        path, state = prepared_entry(
+            engine, init, database, run_dir, log_dir, log, run_id, entry=entry
+        )
         found.append(state)
         return path
 
     if not spares:
         copy_from(source, data_dir, engine.owner)
         return found[-1]
-    entry = state_entry(engine, init, database)
     state = _from_spare(engine, entry, data_dir)
     if state is None:
         copy_from(source, data_dir, engine.owner)
