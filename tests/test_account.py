@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,3 +81,39 @@ def test_the_ids_are_changed_after_the_exec_when_setpriv_is_there() -> None:
         {"user": 1, "group": 1, "shell": True},
     ):
         assert commands._switch_ids_after_exec(["prog"], dict(odd)) == ["prog"]
+
+
+GROUPS_OF_A_SERVICE = """
+import os, sys, time
+from pathlib import Path
+from pytest_services._engine import commands
+from pytest_services._engine.account import ServiceAccount
+from pytest_services.process import start_service
+
+if sys.argv[1] == "popen":
+    commands._SETPRIV[:] = [None]
+os.setgroups([4, 5])  # a starter with groups of its own, which the service must not keep
+account = ServiceAccount("nobody", {uid}, {gid})
+process = start_service("sleep", ["617.4"], account.popen_kwargs("/"), checker=lambda: True)
+status = Path(f"/proc/{{process.pid}}/status")
+deadline = time.monotonic() + 10
+sleep = os.fsencode(process.command[0])  # setpriv runs first, with sleep's arguments
+while not Path(f"/proc/{{process.pid}}/cmdline").read_bytes().startswith(sleep):
+    assert time.monotonic() < deadline
+    time.sleep(0.001)
+lines = status.read_text().splitlines()
+print([line.split(":", 1)[1].split() for line in lines if line.startswith("Groups:")][0])
+process.stop(grace=0.2)
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("way", ["setpriv", "popen"])
+def test_a_service_keeps_none_of_its_starters_groups(way: str) -> None:
+    account = nobody()
+    script = GROUPS_OF_A_SERVICE.format(uid=account.uid, gid=account.gid)
+    result = subprocess.run(
+        [sys.executable, "-c", script, way], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

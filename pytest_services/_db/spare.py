@@ -35,7 +35,6 @@ __all__ = [
     "COPIES_ENV",
     "DEFAULT_COPIES",
     "copies",
-    "discard_all",
     "finish",
     "make",
     "make_after_start",
@@ -72,9 +71,9 @@ def take(entry: CacheEntry, data_dir: str) -> bool:
     return False
 
 
-def discard_all(entry: CacheEntry, keep: Optional[str] = None) -> None:
-    """Remove the spares of ``entry``, but for those of its build ``keep``."""
-    kept = entry.spares(keep) if keep is not None else []
+def _discard_other_builds(entry: CacheEntry, build: str) -> None:
+    """Remove the spares of ``entry`` made from another build than ``build``."""
+    kept = entry.spares(build)
     for spare in entry.spares():
         if spare not in kept:
             discard(spare)
@@ -84,7 +83,7 @@ def _make(entry: CacheEntry, scratch_parent: str, owner: Optional[Owner]) -> Non
     build = entry.ensure_build_id()
     if build is None:
         return
-    discard_all(entry, keep=build)  # those of an older build
+    _discard_other_builds(entry, build)
     if len(entry.spares(build)) >= copies():
         return
     if os.stat(scratch_parent).st_dev != os.stat(entry.cache).st_dev:
