@@ -27,7 +27,7 @@ from pytest_services._engine import ledger
 from pytest_services._remote_services import RemoteService, remote_services
 from pytest_services._service_output import DEFAULT_LINES, output_lines, read_since, with_headers
 from pytest_services.process import ServiceProcess, running_services
-from pytest_services.service import service_owner
+from pytest_services.service import fixtures_reaching, service_owner
 
 #: The ini option of how many lines of each service a failing report shows.
 LINES_OPTION = "services_report_lines"
@@ -149,7 +149,7 @@ class ServiceReporter:
         for process in services:
             death = self._deaths.get(process)
             fixture = service_owner(process)[0]
-            if death is None or fixture not in needed:
+            if death is None or not fixtures_reaching(fixture) & needed:
                 continue
             lines = [
                 f"{death.describe(time.time())}; the fixture {fixture!r} that started it "

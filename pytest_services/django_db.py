@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import pytest
 
+from pytest_services._db import django_early as early
 from pytest_services._db.cache import CacheEntry
 from pytest_services._db.django import (
     DEFAULT,
@@ -35,7 +36,6 @@ from pytest_services._db.django import (
     setup_test_databases,
     uses_migrations,
 )
-from pytest_services._db.django_early import begin as begin_early_copy
 from pytest_services._db.django_engines import (
     ENGINES,
     MARIADB,
@@ -45,7 +45,6 @@ from pytest_services._db.django_engines import (
     parse_choice,
 )
 from pytest_services._db.django_key import migrations_key, settings_digest, state_key
-from pytest_services._db.early_copy import discard as discard_early_copy
 from pytest_services._db.postgresql.clean import PostgreSQLCleaner
 from pytest_services._db.reset import reset
 from pytest_services._db.state import DatabaseInit
@@ -54,6 +53,7 @@ from pytest_services.folders import memory_root
 from pytest_services.mysql import MySQLInit
 from pytest_services.postgresql import PostgreSQLInit
 from pytest_services.process import ServiceProcess
+from pytest_services.service import reached_through
 
 __all__ = [
     "django_db_modify_db_settings",
@@ -66,6 +66,10 @@ __all__ = [
     "postgresql_clean",
     "postgresql_init",
 ]
+
+# A test that uses the database errs at setup once the server died.
+for _server in ("mysql_watcher", "postgresql_watcher"):
+    reached_through(_server, "django_db_setup")
 
 #: The settings digest of the key, taken before the tests change any setting.
 _SETTINGS = pytest.StashKey[str]()
@@ -95,15 +99,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ENGINE] = choose(choice, engine)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Copy the migrated state for this session's server while it waits for its tests."""
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the server of the migrated state while the session collects its tests."""
     config = session.config
     engine, digest = config.stash.get(_ENGINE, MARIADB), config.stash.get(_SETTINGS, None)
-    begin_early_copy(session, engine, digest, config.stash[_RUN])
+    early.begin(config, engine, digest, config.stash[_RUN])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop the server started early when no test uses the database after all."""
+    if not session.items or not early.used(session):
+        early.finish()
 
 
 def pytest_sessionfinish() -> None:
-    discard_early_copy()
+    early.finish()
 
 
 def _engine(config: pytest.Config) -> DjangoEngine:

@@ -40,10 +40,7 @@ __all__ = [
     "postgresql_watcher",
 ]
 
-import contextlib
 import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from logging import Logger
 from typing import Any, Callable, Optional
@@ -52,7 +49,9 @@ from urllib.parse import quote
 import pytest
 
 from pytest_services import folders
+from pytest_services._db import spare
 from pytest_services._db.postgresql import driver
+from pytest_services._db.postgresql import early as early_server
 from pytest_services._db.postgresql.cache import hand_over
 from pytest_services._db.postgresql.describe import quote as quote_identifier
 from pytest_services._db.postgresql.init import PostgreSQLInit, dsn_of
@@ -63,8 +62,9 @@ from pytest_services._db.postgresql.server import (
     get_server,
     postgresql_cache_dir,
     postmaster_checker,
-    remove_leftover_memory,
+    shut_down_now,
 )
+from pytest_services._db.prepare import state_entry
 from pytest_services._db.session import prepare_for_session
 from pytest_services._db.state import State, hash_files
 from pytest_services._engine.account import open_to
@@ -94,6 +94,16 @@ def postgresql_base_dir(
     services are off."""
     if not run_services:
         yield None
+        return
+    early = early_server.current()
+    parent = folders.absolute(request.config, memory_root_dir)
+    session = early.take_folder(parent, worker_id) if early is not None else None
+    if session is not None:  # the server started while the session collected is in it
+        try:
+            yield os.path.join(session, "postgresql")
+        finally:
+            folders._release_session_dir(session)
+        folders._remove(session)
         return
     server_account = account()
     if server_account is None:
@@ -125,7 +135,11 @@ def postgresql_host(postgresql_base_dir: Optional[str]) -> Optional[str]:
 @pytest.fixture(scope="session")
 def postgresql_port(run_services: bool, port_getter: Callable[[], int]) -> Optional[int]:
     """Port of the server: in its socket's name, and on 127.0.0.1 with ``postgresql_listen_tcp``."""
-    return port_getter() if run_services else None
+    if not run_services:
+        return None
+    early = early_server.current()
+    port = early.take_port() if early is not None else None
+    return port if port is not None else port_getter()
 
 
 @pytest.fixture(scope="session")
@@ -182,6 +196,19 @@ def postgresql_watcher(
         services_log,
     )
     init = postgresql_init or PostgreSQLInit()  # the empty state: made once, copied too
+    early = early_server.current()
+    if early is not None:
+        entry = ""  # a watcher_getter of the project's own starts its servers itself
+        if isinstance(watcher_getter, WatcherGetter):
+            entry = state_entry(engine, init, postgresql_database_name).path
+        if early.claim(
+            postgresql_base_dir, postgresql_host, postgresql_port, postgresql_listen_tcp, entry
+        ):
+            assert early.process is not None and early.state is not None
+            _postgresql_state["state"] = early.state
+            request.addfinalizer(spare.finish)  # before the session's folders go
+            process = watcher_getter.adopt(early.process, request)
+            return _started(request, process, postgresql_data_dir, imported)
     _postgresql_state["state"] = prepare_for_session(
         request, engine, init, postgresql_database_name, postgresql_data_dir, services_log
     )
@@ -199,19 +226,18 @@ def postgresql_watcher(
         request=request,
         grace=0,  # the data is thrown away: no clean shutdown needed
     )
-    request.addfinalizer(lambda: _immediate_shutdown(process, data_dir))  # before the stop
+    return _started(request, process, data_dir, imported)
+
+
+def _started(
+    request: pytest.FixtureRequest,
+    process: ServiceProcess,
+    data_dir: str,
+    imported: Callable[[], None],
+) -> ServiceProcess:
+    request.addfinalizer(lambda: shut_down_now(process, data_dir))  # before the stop
     imported()
     return process
-
-
-def _immediate_shutdown(process: ServiceProcess, data_dir: str) -> None:
-    """Stop the server with its children: they lead process groups of their own, which a
-    stop of the server's group does not reach; on SIGQUIT the server ends them and waits."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGQUIT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=START_TIMEOUT)
-    remove_leftover_memory(data_dir)  # when it had died
 
 
 @pytest.fixture(scope="session")

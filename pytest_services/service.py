@@ -41,6 +41,8 @@ __all__ = [
 _UNSAFE = re.compile(r"[^\w-]")
 #: Name and scope of the fixture whose ``request`` started each running service, by pid.
 _owners: dict[int, tuple[Optional[str], str]] = {}
+#: The fixtures that reach the service another fixture starts, by that fixture's name.
+_reached: dict[str, set[str]] = {}
 
 
 class WatcherGetter:
@@ -70,6 +72,14 @@ class WatcherGetter:
             name, arguments, kwargs, timeout=timeout, checker=checker, grace=grace, logs=self._logs
         )
         self._started(process, owner)
+        return process
+
+    def adopt(
+        self, process: ServiceProcess, request: Optional[pytest.FixtureRequest] = None
+    ) -> ServiceProcess:
+        """Take charge of ``process``, started and ready already, as if this call had
+        started it: it stops with ``request``'s fixture, and its output goes to reports."""
+        self._started(process, self._owner(process.name, request))
         return process
 
     def _owner(
@@ -154,6 +164,19 @@ def services_enabled(config: pytest.Config) -> bool:
 def service_owner(process: ServiceProcess) -> tuple[Optional[str], str]:
     """Name (None for a test) and scope of the fixture that started ``process``."""
     return _owners.get(process.pid, (None, "session"))
+
+
+def reached_through(owner: str, fixture: str) -> None:
+    """Say that the fixture ``fixture`` uses the service the fixture ``owner`` starts
+    without requesting it (through ``request.getfixturevalue``): a test that uses
+    ``fixture`` errs too once that service died."""
+    _reached.setdefault(owner, set()).add(fixture)
+
+
+def fixtures_reaching(owner: Optional[str]) -> set[str]:
+    """The fixtures that use the service ``owner`` starts: itself, and those
+    :func:`reached_through` named."""
+    return {owner} | _reached.get(owner, set()) if owner is not None else set()
 
 
 def set_owner(process: ServiceProcess, fixture: Optional[str], scope: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,9 +82,7 @@ def test_migrations_run_once_for_every_worker_and_run(project: pytest.Pytester) 
         .replace('tags=["red", "blue"]', 'tags=["green"]')
         .replace('{"name": "red"}', '{"name": "green"}')
     )
-    project.makepyfile(
-        test_things=project_files.TESTS.replace('["seeded"]', '["seeded", "more"]')
-    )
+    project.makepyfile(test_things=project_files.TESTS.replace('["seeded"]', '["seeded", "more"]'))
     run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=PASSED)
     run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
     assert migrate_calls(project) == 3  # the state was built again: both data migrations ran
@@ -224,6 +223,7 @@ def test_nomigrations_builds_the_tables_from_the_models(project: pytest.Pytester
 #: A data migration whose rows depend on what the key cannot see: an environment variable.
 FROM_ENV_MIGRATION = """
 import os
+import re
 from django.db import migrations
 
 def add(apps, schema_editor):
@@ -234,6 +234,7 @@ class Migration(migrations.Migration):
     dependencies = [("things", "0002_seed")]
     operations = [migrations.RunPython(add, migrations.RunPython.noop)]
 """
+
 
 @pytest.mark.slow
 def test_create_db_rebuilds_the_state_once_and_later_runs_use_it(
@@ -373,13 +374,18 @@ def test_an_unknown_test_charset_is_named(project: pytest.Pytester) -> None:
     )  # fmt: skip
 
 
-#: Records, in early-<worker>, each early copy begun and whether the server fixture took it.
+#: Records, in early-<worker>, each server started early, whether the fixtures claimed it,
+#: and whether one they did not claim is gone once stopped; in early-folders, its folders.
 EARLY_RECORDER = """
 import os
+import re
 
-from pytest_services._db import early_copy
+from pytest_services._db.postgresql import early
 
-_start, _take = early_copy.start, early_copy.EarlyCopy.take
+_init, _claim, _stop, _finish = (
+    early.EarlyServer.__init__, early.EarlyServer.claim, early.EarlyServer.stop,
+    early.EarlyServer.finish,
+)
 
 
 def _record(what):
@@ -387,72 +393,159 @@ def _record(what):
         out.write(what + "\\n")
 
 
-def start(find, scratch, *args):
+def __init__(self, *args):
     _record("start")
-    with open("scratch-folders", "a") as out:
-        out.write(scratch + "\\n")
-    _start(find, scratch, *args)
+    _init(self, *args)
 
 
-def take(self, source, data_dir):
-    taken = _take(self, source, data_dir)
-    _record(f"taken {taken}")
-    return taken
+def claim(self, *args):
+    claimed = _claim(self, *args)
+    _record(f"claimed {claimed}")
+    return claimed
 
 
-early_copy.start = start
-early_copy.EarlyCopy.take = take
+def stop(self):
+    process = self.process
+    _stop(self)
+    if process is not None:
+        _record(f"stopped {not os.path.exists(f'/proc/{process.pid}')}")
+
+
+def finish(self):
+    _finish(self)
+    if self.session is not None:
+        with open("early-folders", "a") as out:
+            out.write(self.session + "\\n")
+
+
+early.EarlyServer.__init__ = __init__
+early.EarlyServer.claim = claim
+early.EarlyServer.stop = stop
+early.EarlyServer.finish = finish
 """
 
 
 def early(project: pytest.Pytester) -> dict[str, list[str]]:
-    """What each worker's early copy did in the last run (and forget it)."""
+    """What each worker's early server did in the last run (and forget it)."""
     found = {}
-    for path in project.path.glob("early-*"):
+    for path in project.path.glob("early-gw*"):
         found[path.name.split("-", 1)[1]] = path.read_text().split()
         path.unlink()
+    local = project.path / "early-local"
+    if local.exists():
+        found["local"] = local.read_text().split()
+        local.unlink()
     return found
 
 
+def early_folders_left(project: pytest.Pytester) -> list[str]:
+    """The early servers' session folders of all runs so far that still exist."""
+    folders = (project.path / "early-folders").read_text().split()
+    assert folders
+    return [path for path in folders if os.path.exists(path)]
+
+
 @pytest.mark.slow
-def test_a_worker_takes_the_migrated_state_copied_while_it_waited(
-    project: pytest.Pytester,
-) -> None:
+def test_a_worker_uses_the_server_started_while_it_collected(project: pytest.Pytester) -> None:
     project.makeconftest(EARLY_RECORDER)
     run = project.runpytest_subprocess
     run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
-    assert early(project) == {"local": ["start", "taken", "False"]}  # nothing cached yet
+    assert early(project) == {"local": ["start", "claimed", "False"]}  # nothing cached yet
     run("-p", "no:cacheprovider", "-n", "2", "--dist", "each").assert_outcomes(passed=2 * PASSED)
-    assert early(project) == {"gw0": ["start", "taken", "True"], "gw1": ["start", "taken", "True"]}
-    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
-    assert early(project) == {"local": ["start", "taken", "True"]}
-    # No test of the database selected: nothing is copied, and no server starts.
+    assert early(project) == {
+        "gw0": ["start", "claimed", "True"],
+        "gw1": ["start", "claimed", "True"],
+    }
+    result = run("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "claimed", "True"]}
+    result.stdout.fnmatch_lines(["- services: PostgreSQL 1 reused in *; postgres started 1x in *"])
+    # No test of the database selected: the server stops once the tests are collected,
+    # and the bill says nothing of it.
     blocker = run("-p", "no:cacheprovider", "-k", "test_the_blocker")
     blocker.assert_outcomes(passed=1, deselected=PASSED - 1)
-    assert "postgres started" not in blocker.stdout.str()
-    # --create-db builds the state again: a copy of the old one would be of no use.
+    assert early(project) == {"local": ["start", "stopped", "True"]}
+    assert "postgres" not in blocker.stdout.str()
+    # --create-db builds the state again, and --collect-only starts no server.
     run("-p", "no:cacheprovider", "--create-db").assert_outcomes(passed=PASSED)
+    run("-p", "no:cacheprovider", "--collect-only").assert_outcomes()
     assert early(project) == {}
     assert migrate_calls(project) == 2
-    scratch = (project.path / "scratch-folders").read_text().split()
-    assert len(scratch) == 4
-    assert [path for path in scratch if os.path.exists(path)] == []  # all removed
+    assert early_folders_left(project) == []
 
 
 @pytest.mark.slow
-def test_a_wrong_guess_is_copied_again_from_the_right_state(project: pytest.Pytester) -> None:
+def test_a_wrong_guess_is_stopped_and_the_right_server_started(project: pytest.Pytester) -> None:
     project.makeconftest(EARLY_RECORDER)
     run = project.runpytest_subprocess
     run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
     early(project)
-    # A key of the project's own: the early copy (of the state the settings name) is wrong.
+    # A key of the project's own: the early server (of the state the settings name) is wrong.
     project.makeconftest(
         EARLY_RECORDER + "\nimport pytest\n\n@pytest.fixture(scope='session')\n"
         "def django_migrations_key(django_migrations_key):\n"
         "    return django_migrations_key + '-tenant'\n"
     )
     run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
-    assert early(project) == {"local": ["start", "taken", "False"]}
+    assert early(project) == {"local": ["start", "stopped", "True", "claimed", "False"]}
     assert migrate_calls(project) == 2  # the tenant's own state, built and used
     run("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=PASSED)
     assert migrate_calls(project) == 2
+    assert early_folders_left(project) == []
+
+
+@pytest.mark.slow
+def test_a_server_started_early_that_dies_is_noticed_and_its_log_kept(
+    project: pytest.Pytester,
+) -> None:
+    project.makeconftest(EARLY_RECORDER)
+    project.makepyfile(
+        test_kill="""
+        import os, signal
+
+        def test_first(db):  # a test of the database: the server starts early
+            pass
+
+        def test_kill(postgresql):
+            os.kill(postgresql.pid, signal.SIGKILL)
+            while os.waitpid(postgresql.pid, os.WNOHANG) == (0, 0):
+                pass
+            postgresql.returncode = -9
+
+        # Not a test of the django_db kind, which pytest-django would run first.
+        def test_next(django_db_setup):
+            pass
+        """
+    )
+    run = project.runpytest_subprocess
+    run("-p", "no:cacheprovider", "test_kill.py").assert_outcomes(passed=2, errors=1)
+    early(project)
+    result = run("-p", "no:cacheprovider", "test_kill.py")
+    result.assert_outcomes(passed=2, errors=1)
+    assert early(project) == {"local": ["start", "claimed", "True"]}
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_next*",
+            "service 'postgres' (pid *) exited with code -9 (SIGKILL)*during*test_kill*",
+            "*database system is ready to accept connections",
+        ]
+    )
+    # The log the summary names is kept.
+    named = re.search(r"during test_kill.py::test_kill; log: (\S+)", result.stdout.str())
+    assert named is not None
+    log = Path(named.group(1))
+    assert "ready to accept connections" in log.read_text()
+    shutil.rmtree(log.parent.parent)
+    assert early_folders_left(project) == []
+
+
+def test_a_server_missing_is_named_by_the_fixtures(
+    project: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makeconftest(EARLY_RECORDER)
+    monkeypatch.setenv("PYTEST_SERVICES_PG_BINDIR", str(tmp_path))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not blocker")
+    result.assert_outcomes(errors=PASSED - 1, deselected=1)
+    result.stdout.fnmatch_lines([f"E * There is no PostgreSQL server program in {tmp_path} *"])
+    assert early(project) == {"local": ["start"]}
+    assert early_folders_left(project) == []

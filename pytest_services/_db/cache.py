@@ -219,15 +219,10 @@ def copy_from(source: Callable[[], str], data_dir: str, owner: Optional[Owner] =
     belongs to ``owner`` when given (see :func:`~pytest_services._db.sparse.copy_tree`).
 
     Another session may find the entry damaged and replace it while it is copied: then the
-    copy fails, and is made again from what ``source()`` returns next.  A copy made ahead of
-    time from the same entry (:mod:`~pytest_services._db.early_copy`) is moved in instead.
+    copy fails, and is made again from what ``source()`` returns next.
     """
-    from pytest_services._db import early_copy
-
     try:
-        path = source()
-        if not early_copy.take(path, data_dir):
-            copy_tree(path, data_dir, owner)
+        copy_tree(source(), data_dir, owner)
     except OSError:
         shutil.rmtree(data_dir, ignore_errors=True)
         copy_tree(source(), data_dir, owner)

@@ -1,13 +1,13 @@
-"""Copy the migrated PostgreSQL state for a worker's server while the worker waits for tests.
+"""Start the PostgreSQL server of the migrated state while the session collects its tests.
 
-What :mod:`pytest_services.django_db`'s hooks do.  Once a session has collected its tests (and
-deselected what ``-k``/``-m`` leave out), it knows whether any of them uses Django's
-database; if so, and the database goes to this session's own PostgreSQL, the data directory
-of the migrated state its key names (computed as the report header computes it) is copied
-in the background (:mod:`pytest_services._db.early_copy`) while a pytest-xdist worker waits
-for its first tests, and psycopg is imported meanwhile; the server fixture moves the copy in
-instead of copying.  No server is
-started here: that stays the fixture's, as do every check and the copy itself when the
+What :mod:`pytest_services.django_db`'s hooks do.  When a session (or pytest-xdist worker)
+starts and Django's default database goes to its own PostgreSQL, the key of the migrated
+state is known already (computed as the report header computes it): if the cache holds that
+state, its server starts in the background (:mod:`pytest_services._db.postgresql.early`)
+and psycopg and Django's PostgreSQL backend are imported meanwhile, so that the server is
+ready when the first test asks for it.  Once the tests are collected (and ``-k``/``-m``
+deselected some), a session none of whose tests uses Django's database stops it.  The
+fixtures check that the server is the one they would start, and start their own when the
 guess was wrong (an overridden ``django_migrations_key``, ``memory_root_dir``...).
 """
 
@@ -19,73 +19,79 @@ from typing import Optional
 import pytest
 
 from pytest_services import folders
-from pytest_services._db import early_copy
-from pytest_services._db.cache import CacheEntry
 from pytest_services._db.django import DEFAULT, uses_migrations
 from pytest_services._db.django_engines import POSTGRESQL
 from pytest_services._db.django_key import migrations_key, state_key
-from pytest_services.service import get_worker_id, services_enabled
+from pytest_services._options import port_range_option
+from pytest_services._reserve.ports import get_free_port, unlock_port
+from pytest_services.log import get_logger
+from pytest_services.service import get_worker_id, is_xdist_worker, services_enabled
 
-__all__ = ["begin", "wanted"]
+__all__ = ["begin", "finish", "used"]
 
 #: The default of ``postgresql_database_name``.
 _DATABASE = "pytest_services_test"
+#: The default of ``lock_resource_timeout``.
+_LOCK_TIMEOUT = 20.0
 
 
-def wanted(session: pytest.Session, engine: str, digest: Optional[str]) -> bool:
-    """Whether ``session`` will put Django's default database on its own PostgreSQL and
-    take it from the cache: a test of it uses the database, and no option rebuilds it."""
-    config = session.config
-    if engine != POSTGRESQL or digest is None or not session.items:
-        return False
+def _may_run_tests(config: pytest.Config) -> bool:
+    """Whether this session starts servers and runs tests: not a pytest-xdist controller,
+    nor a session that only collects, shows fixtures or (re)builds states."""
+    option = config.option
     if not services_enabled(config) or config.getoption("services_prepare", False):
         return False
+    if not is_xdist_worker(config) and getattr(option, "dist", "no") != "no":
+        return False  # the controller: its workers run the tests
+    shows = ("collectonly", "showfixtures", "show_fixtures_per_test", "setuponly", "setupplan")
+    return not any(getattr(option, name, False) for name in shows)
+
+
+def begin(config: pytest.Config, engine: str, digest: Optional[str], run: str) -> None:
+    """Start the server early when Django's database goes to this session's PostgreSQL and
+    no option rebuilds its state."""
+    if engine != POSTGRESQL or digest is None or not _may_run_tests(config):
+        return
     if config.getvalue("create_db"):
-        return False
+        return
+    from pytest_services._db.postgresql import driver, early
+    from pytest_services._db.postgresql.server import postgresql_cache_dir
+
+    worker = get_worker_id(config)
+    log = get_logger(worker)
+    try:
+        parent = folders.memory_root(tempfile.gettempdir())
+        key = migrations_key(digest, uses_migrations(not config.getvalue("nomigrations")))
+        key = state_key(key, postgresql_cache_dir(parent), False, run, record=False)
+        lock_dir = folders.shared_user_dir(folders.default_lock_dir(), "locks")
+    except Exception:  # the fixtures say what is wrong
+        return
+    port_range = port_range_option(config)
+    driver.import_meanwhile("django.db.backends.postgresql.base")  # the fixtures wait for it
+    early.begin(
+        parent,
+        worker,
+        key,
+        _DATABASE,
+        lambda: get_free_port(lock_dir, log, _LOCK_TIMEOUT, port_range=port_range),
+        lambda port: unlock_port(port, lock_dir, log),
+        log,
+    )
+
+
+def used(session: pytest.Session) -> bool:
+    """Whether a test of ``session`` uses Django's default database."""
     try:
         from pytest_django.fixtures import _get_databases_for_setup
 
         aliases, _serialized = _get_databases_for_setup(session.items)
     except (ImportError, TypeError, AttributeError):
-        return False
+        return True  # the fixtures decide
     return DEFAULT in aliases
 
 
-def _entry(config: pytest.Config, digest: str, run: str) -> Optional[CacheEntry]:
-    """The cache entry of the migrated state, as the fixtures will most likely name it."""
-    from pytest_services._db.postgresql.cache import base_entry
-    from pytest_services._db.postgresql.init import PostgreSQLInit
-    from pytest_services._db.postgresql.server import get_server, postgresql_cache_dir
+def finish() -> None:
+    """Stop the early server unless the fixtures use it."""
+    from pytest_services._db.postgresql import early
 
-    cache = postgresql_cache_dir(folders.memory_root(tempfile.gettempdir()))
-    key = migrations_key(digest, uses_migrations(not config.getvalue("nomigrations")))
-    init = PostgreSQLInit(key=state_key(key, cache, False, run, record=False))
-    base = base_entry(get_server(), cache)
-    return CacheEntry.in_folder(cache, f"{base.key}-state-{init.state_key(_DATABASE)}")
-
-
-def begin(session: pytest.Session, engine: str, digest: Optional[str], run: str) -> None:
-    """Start the early copy when :func:`wanted`."""
-    if digest is None or not wanted(session, engine, digest):
-        return
-    from pytest_services._db.postgresql import driver
-    from pytest_services._db.postgresql.cache import hand_over
-    from pytest_services._db.postgresql.server import account
-
-    config = session.config
-    server_account = account()
-    try:
-        scratch = folders._session_dir(
-            folders.memory_root(tempfile.gettempdir()), get_worker_id(config)
-        )
-    except Exception:  # no room for it: the fixture copies as usual
-        return
-
-    # The fixtures wait for them if they are not over by then.
-    driver.import_meanwhile("django.db.backends.postgresql.base")
-    early_copy.start(
-        lambda: _entry(config, digest, run),
-        scratch,
-        lambda path: hand_over(server_account, path),
-        folders._release_session_dir,
-    )
+    early.finish()

@@ -159,7 +159,7 @@ def _migration_files(app: Any) -> Optional[dict[str, bytes]]:
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*.py")}
 
 
-#: The keys computed by this process: its report header, the early copy and the fixture
+#: The keys computed by this process: its report header, the early server and the fixture
 #: ask for the same one (a session's Django keeps the migrations it first imported).
 _KEYS: dict[tuple[str, bool], str] = {}
 

@@ -35,6 +35,7 @@ __all__ = [
     "DEATH_GRACE",
     "PREPARED",
     "Prepared",
+    "cached_state_data_dir",
     "prepare_state_data_dir",
     "prepared_entry",
     "state_entry",
@@ -108,6 +109,8 @@ def state_entry(engine: Engine, init: DatabaseInit, database: str) -> CacheEntry
 
 
 def _bill(engine: Engine, key: str, built: bool, seconds: float) -> None:
+    if ledger.deferred(_bill, engine, key, built, seconds):
+        return
     ledger.built(getattr(engine, "service", engine.name), "state", built, seconds)
     PREPARED.append(Prepared(engine.name, key, built, seconds))
 
@@ -186,6 +189,33 @@ def prepare_state_data_dir(
     if state is None:
         copy_from(source, data_dir, engine.owner)
         state = found[-1]
+    spare.make_after_start(entry, os.path.dirname(data_dir), engine.owner)
+    return state
+
+
+def cached_state_data_dir(
+    engine: Engine, init: DatabaseInit, database: str, data_dir: str
+) -> Optional[State]:
+    """:func:`prepare_state_data_dir` with spares, when the cache holds the state already;
+    None, with ``data_dir`` left empty, when it does not: nothing is built here."""
+    entry = state_entry(engine, init, database)
+    state = _from_spare(engine, entry, data_dir)
+    if state is None:
+        build = entry.ensure_build_id()
+        if build is None or not entry.is_complete():
+            return None
+        started = time.monotonic()
+        try:
+            copy_tree(entry.data_dir, data_dir, engine.owner)
+            state = read_state(entry.path)
+        except (OSError, ValueError):  # being replaced: the usual way finds out
+            state = None
+        if state is None or entry.build_id() != build:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            return None
+        entry.mark_used()
+        engine.base_entry().mark_used()
+        _bill(engine, entry.key, False, time.monotonic() - started)
     spare.make_after_start(entry, os.path.dirname(data_dir), engine.owner)
     return state
 

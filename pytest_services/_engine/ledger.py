@@ -7,7 +7,9 @@ start (:func:`started`), each look-up of a cache entry, which is either reused o
 name of its binary (``memcached``, ``mariadbd``...).
 
 Whoever must act once a service runs (the report hooks, which cost nothing before) asks
-:func:`on_first_start` to be called at the next start.
+:func:`on_first_start` to be called at the next start.  Work done ahead of time, which may
+turn out unused, records nothing until it is used: what a thread records inside
+:func:`deferring` is kept, to be recorded later or dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "building",
     "built",
     "cancel",
+    "deferred",
+    "deferring",
     "in_use",
     "on_first_start",
     "reset_done",
@@ -75,6 +79,31 @@ _first_start: list[Callable[[], None]] = []
 _builds = 0
 
 
+#: What the threads inside :func:`deferring` recorded.
+_local = threading.local()
+
+
+@contextmanager
+def deferring() -> Iterator[list[Callable[[], None]]]:
+    """Keep what this thread records in the block in the list yielded: calling its items
+    records it, later; dropping them forgets it."""
+    kept: list[Callable[[], None]] = []
+    _local.kept = kept
+    try:
+        yield kept
+    finally:
+        _local.kept = None
+
+
+def deferred(call: Callable[..., None], *args: Any) -> bool:
+    """Keep ``call(*args)`` for later when this thread is :func:`deferring`; tell whether."""
+    kept = getattr(_local, "kept", None)
+    if kept is None:
+        return False
+    kept.append(lambda: call(*args))
+    return True
+
+
 def _account(service: str) -> Account:
     account = _accounts.get(service)
     if account is None:
@@ -84,6 +113,8 @@ def _account(service: str) -> Account:
 
 def started(service: str, seconds: float) -> None:
     """Record that ``service`` was started and became ready in ``seconds``."""
+    if deferred(started, service, seconds):
+        return
     with _lock:
         if _builds == 0:
             account = _account(service)
@@ -107,6 +138,8 @@ def built(service: str, kind: str, was_built: bool, seconds: float) -> None:
     directory) or ``"state"`` (a prepared state): built by this call, or reused."""
     if kind not in ("cache", "state"):
         raise ValueError(f"kind must be 'cache' or 'state', not {kind!r}")
+    if deferred(built, service, kind, was_built, seconds):
+        return
     with _lock:
         account = _account(service)
         if kind == "cache":

@@ -111,7 +111,7 @@ def hand_over(account: Optional[ServiceAccount], data_dir: str) -> None:
     """Give a copy of a data directory to ``account``: the server insists that its data
     directory is its own and closed to everyone else.  A copy is made ours, and given away
     whole (its folder first, and an error on the way leaves it unused): one whose folder is
-    the account's already was handed over before (by the early copy)."""
+    the account's already was made the account's as it was copied."""
     if account is not None and os.lstat(data_dir).st_uid != account.uid:
         chown_tree(data_dir, account.uid, account.gid)
     os.chmod(data_dir, 0o700)

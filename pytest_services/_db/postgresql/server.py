@@ -8,12 +8,14 @@ and the system's is never read.  :func:`account` is who the server runs as.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +27,7 @@ from pytest_services._engine.account import ServiceAccount, service_account
 from pytest_services._engine.paths import private_dir
 from pytest_services._engine.readiness import bounded
 from pytest_services.exceptions import PostgreSQLError
+from pytest_services.process import ServiceProcess
 
 __all__ = [
     "BINDIR_ENV",
@@ -37,6 +40,7 @@ __all__ = [
     "postgresql_cache_dir",
     "postmaster_checker",
     "remove_leftover_memory",
+    "shut_down_now",
 ]
 
 BINDIR_ENV = "PYTEST_SERVICES_PG_BINDIR"
@@ -201,6 +205,16 @@ def postmaster_checker(data_dir: str) -> Callable[[], bool]:
         return parent == os.getpid()
 
     return postmaster_ready
+
+
+def shut_down_now(process: ServiceProcess, data_dir: str) -> None:
+    """Stop the server with its children: they lead process groups of their own, which a
+    stop of the server's group does not reach; on SIGQUIT the server ends them and waits."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGQUIT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=START_TIMEOUT)
+    remove_leftover_memory(data_dir)  # when it had died
 
 
 def remove_leftover_memory(data_dir: str, wait: float = 5.0) -> None:
