@@ -13,10 +13,8 @@ keeps locked; a folder whose lock can be taken belongs to nobody alive.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from logging import Logger
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_services._engine import reaper as _reaper
+from pytest_services._engine import sessions as _sessions
 from pytest_services._engine.paths import (
     KEEP_LOGS,
     LOGS,
@@ -33,6 +31,11 @@ from pytest_services._engine.paths import (
     private_dir,
     shared_user_dir,
     socket_path,
+)
+from pytest_services._engine.sessions import (  # noqa: F401 (this module's names too)
+    OWNER_LOCK,
+    PREFIX,
+    sweep_dead_sessions,
 )
 from pytest_services.exceptions import (
     FolderError,
@@ -61,15 +64,11 @@ __all__ = [
     "temp_dir",
 ]
 
+_session_dir = _sessions.session_dir
+_release_session_dir = _sessions.release_session_dir
 #: Below this much free space, ``memory_root_dir`` falls back to ``root_dir``.
 MIN_MEMORY_FREE = 512 * 1024 * 1024
 SHM = "/dev/shm"
-#: Session folders are named ``PREFIX{worker_id}-XXXXXXXX``, and hold the owner's lock file.
-PREFIX = "pytest-services-"
-OWNER_LOCK = ".owner.lock"
-
-#: Lock descriptors of the session folders this process owns, by folder.
-_owned: dict[str, int] = {}
 
 
 def default_lock_dir() -> str:
@@ -92,67 +91,6 @@ def memory_root(root_dir: StrPath) -> str:
     if usage.free >= MIN_MEMORY_FREE and os.access(SHM, os.W_OK | os.X_OK):
         return SHM
     return os.fspath(root_dir)
-
-
-def _session_dir(parent: StrPath, worker_id: str) -> str:
-    """Create a private session folder in ``parent``, locked as this process's own."""
-    try:
-        os.makedirs(parent, exist_ok=True)
-        path = tempfile.mkdtemp(prefix=f"{PREFIX}{worker_id}-", dir=parent)
-        # Locked under another name, then renamed: a sweeper never finds it unlocked.
-        temporary = os.path.join(path, ".owner.tmp")
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(temporary, os.path.join(path, OWNER_LOCK))
-    except OSError as exc:
-        raise FolderError(
-            f"Cannot create a folder in {os.fspath(parent)}: {exc.strerror}."
-        ) from exc
-    _owned[path] = fd
-    _reaper.watch_folder(path)
-    return path
-
-
-def _release_session_dir(path: str) -> None:
-    """Give up ownership of a session folder (before removing it or keeping part of it)."""
-    _reaper.forget_folder(path)
-    with contextlib.suppress(OSError):
-        os.unlink(os.path.join(path, OWNER_LOCK))
-    fd = _owned.pop(path, None)
-    if fd is not None:
-        os.close(fd)
-
-
-def sweep_dead_sessions(parent: StrPath, services_log: Logger) -> list[str]:
-    """Remove the session folders in ``parent`` of this user's sessions that died; list them."""
-    removed: list[str] = []
-    try:
-        entries = [entry for entry in os.listdir(parent) if entry.startswith(PREFIX)]
-    except OSError:
-        return removed
-    for entry in entries:
-        path = os.path.join(os.fspath(parent), entry)
-        if path in _owned:
-            continue
-        try:
-            info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                continue
-            fd = os.open(os.path.join(path, OWNER_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # not a session folder, or one that is being created or removed
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)  # its session is alive
-            continue
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
-        services_log.info("removed %s, left behind by a session that died", path)
-        removed.append(path)
-    return removed
 
 
 def absolute(config: pytest.Config, path: StrPath) -> str:

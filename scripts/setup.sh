@@ -128,17 +128,20 @@ pymysql_leg() {
         -m "not slow" -q
 }
 
-# Every PostgreSQL test (the Django ones have legs of their own) as an ordinary user, on the
-# newest and on the oldest releases: as root the plugin runs the server as `postgres`, as
-# anyone else as that user. Root makes an account for it (ORDINARY_USER, services-test),
+# Every PostgreSQL test as an ordinary user, on the newest and on the oldest releases, and
+# on the newest the Django-on-PostgreSQL tests too: as root the plugin runs the server as
+# `postgres`, as anyone else as that user. Root makes an account for it (ORDINARY_USER, services-test),
 # gives it a copy of this tree in its home (the checkout may be in a folder only root
 # enters), and builds its virtual environments there, kept with its pip cache between runs.
 ordinary_user_leg() (
     pg_tests=(tests/test_postgresql*.py tests/test_spare.py)
+    django_tests=(tests/test_django_postgresql.py)
     pg_demo=examples/test_demo_postgresql.py
     if [[ $(id -u) != 0 ]]; then
         echo "PostgreSQL tests as $(id -un), an ordinary user"
         "$venv/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "$root[django]"
+        "$venv/bin/python" -m pytest "${django_tests[@]}" -p pytester -q
         "$venv/bin/python" -m pytest "$pg_demo" -n 2 -q
         oldest_venv
         echo "PostgreSQL tests as $(id -un), oldest releases: $("$root/.venv-oldest/bin/python" -c 'import sys, pytest
@@ -166,21 +169,22 @@ print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
         tar -C "$root" --null -T - -cf - | as_user tar -xf - -C "$copy"
     for leg in newest oldest; do
         if [[ $leg == newest ]]; then
-            interpreter="$python" pins=()
+            interpreter="$python" pins=() extras=postgresql,django
         else
-            interpreter="$(oldest_python)" pins=("${oldest_pins[@]}")
+            interpreter="$(oldest_python)" pins=("${oldest_pins[@]}") extras=postgresql
         fi
         runnable="$(python_for_user "$interpreter")"
         dir="$home/venv-$leg-$(as_user "$runnable" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
         as_user test -x "$dir/bin/python" || as_user "$runnable" -m venv "$dir"
         as_user "$dir/bin/python" -m pip install -q --disable-pip-version-check \
-            "$copy[postgresql]" "${pins[@]}" pytest pytest-xdist sqlalchemy
+            "$copy[$extras]" "${pins[@]}" pytest pytest-xdist sqlalchemy
         as_user "$dir/bin/python" -m pip install -q --disable-pip-version-check \
             --force-reinstall --no-deps "$copy"
         echo "PostgreSQL tests as $user, $leg releases: $(as_user "$dir/bin/python" -c 'import sys, pytest
 print(f"Python {sys.version.split()[0]}, pytest {pytest.__version__}")')"
         as_user "$dir/bin/python" -m pytest "${pg_tests[@]}" -p pytester -q
         if [[ $leg == newest ]]; then
+            as_user "$dir/bin/python" -m pytest "${django_tests[@]}" -p pytester -q
             as_user "$dir/bin/python" -m pytest "$pg_demo" -n 2 -q
         fi
     done

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from logging import Logger
 from typing import Optional
 
-from pytest_services import folders
 from pytest_services._db import spare
 from pytest_services._db.postgresql.cache import hand_over
 from pytest_services._db.postgresql.init import PostgreSQLInit
@@ -38,7 +37,7 @@ from pytest_services._db.postgresql.server import (
 )
 from pytest_services._db.prepare import cached_state_data_dir, state_entry
 from pytest_services._db.state import State
-from pytest_services._engine import ledger
+from pytest_services._engine import ledger, sessions
 from pytest_services._engine.account import open_to
 from pytest_services._engine.paths import KEEP_LOGS, LOGS, private_dir, socket_path
 from pytest_services.process import ServiceProcess, start_service
@@ -86,8 +85,8 @@ class EarlyServer:
 
     def _start(self) -> None:
         server_account = account()
-        folders.sweep_dead_sessions(self.parent, self._log)
-        self.session = folders._session_dir(self.parent, self.worker)
+        sessions.sweep_dead_sessions(self.parent, self._log)
+        self.session = sessions.session_dir(self.parent, self.worker)
         if server_account is None:
             self.base = private_dir(os.path.join(self.session, "postgresql"))
         else:
@@ -118,7 +117,7 @@ class EarlyServer:
 
     def _log_dir(self) -> str:
         """A folder on disk for the server's output, kept when a report named it."""
-        self.logs_session = folders._session_dir(tempfile.gettempdir(), self.worker)
+        self.logs_session = sessions.session_dir(tempfile.gettempdir(), self.worker)
         return private_dir(os.path.join(self.logs_session, LOGS))
 
     def wait(self) -> None:
@@ -191,10 +190,10 @@ class EarlyServer:
         if self.port is not None:
             self._release_port(self.port)
         if self.session is not None and not self.folder_taken:
-            folders._release_session_dir(self.session)
+            sessions.release_session_dir(self.session)
             shutil.rmtree(self.session, ignore_errors=True)
         if self.logs_session is not None:
-            folders._release_session_dir(self.logs_session)
+            sessions.release_session_dir(self.logs_session)
             logs = os.path.join(self.logs_session, LOGS)
             if not os.path.exists(os.path.join(logs, KEEP_LOGS)):
                 shutil.rmtree(self.logs_session, ignore_errors=True)
