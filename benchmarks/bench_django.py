@@ -3,18 +3,19 @@
     python benchmarks/bench_django.py [--runs N] [--engine mariadb|postgresql]
 
 The project is ``tests/django_shop`` (4 apps, 30+ migrations, data migrations).  In one run
-on this machine, each way ``--runs`` times:
+on this machine, ``--runs`` rounds in which the three ways take turns:
 
 (a) pytest-django against one MariaDB server started outside pytest, as CI jobs do with a
     service container: every worker creates its test database and runs every migration;
-(b) the same with ``--reuse-db``, measured on the run after the one that created the
-    databases;
+(b) the same with ``--reuse-db`` (on databases of its own), measured on runs after the one
+    that created the databases;
 (c) this plugin (``services_django_db``), warm cache: a private server per worker, started
     from the migrated state.
 
 It prints the median time per worker from its first fixture to a ready test database
-(pytest-django's ``django_db_setup`` and all it depends on: for (c), starting the worker's
-server) and the median wall time of the whole run.
+(pytest-django's ``django_db_setup`` and all it depends on: for (c), what is left of
+starting the worker's server, which on PostgreSQL starts while the worker collects its
+tests) and the median wall time of the whole run, which counts everything.
 With ``--engine postgresql`` the server outside pytest is a PostgreSQL cluster (run as the
 ``postgres`` account when this runs as root) and (c) is ``services_django_db = postgresql``.
 Needs mysqlclient (or psycopg), Django, pytest-django and pytest-xdist in the running
@@ -65,7 +66,7 @@ from shop_site.settings import *  # noqa: F403
 DATABASES = {{
     "default": {{
         "ENGINE": "django.db.backends.mysql",
-        "NAME": "shop",
+        "NAME": "{name}",
         "USER": "root",
         "HOST": {socket!r},
         "OPTIONS": {{"charset": "utf8mb4"}},
@@ -81,7 +82,7 @@ from shop_site.settings import *  # noqa: F403
 DATABASES = {{
     "default": {{
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": "shop",
+        "NAME": "{name}",
         "USER": "postgres",
         "HOST": {socket!r},
         "PORT": "{port}",
@@ -194,38 +195,36 @@ def main() -> None:
     pg_folder = None
     if postgresql:
         server, socket, pg_folder = start_outside_postgresql()
-        settings = OUTSIDE_SETTINGS_POSTGRESQL.format(socket=socket, port=POSTGRESQL_PORT)
+        settings = OUTSIDE_SETTINGS_POSTGRESQL
     else:
         server, socket = start_outside_server(scratch)
-        settings = OUTSIDE_SETTINGS.format(socket=socket)
+        settings = OUTSIDE_SETTINGS
+    services = ["-o", "run_services=true", "-o", f"services_django_db={options.engine}"]
+    env = {"PYTEST_SERVICES_CACHE_DIR": str(scratch / "cache")}
     try:
-        (project / "bench_settings.py").write_text(settings)
-        outside = ["--ds", "bench_settings"]
-        print("(a) fresh test databases on a server outside pytest ...", file=sys.stderr)
-        for _ in range(options.runs):
-            results["a"].append(run_suite(project, scratch, [*outside, "--create-db"], {}))
-        print("(b) --reuse-db ...", file=sys.stderr)
+        # (a) and (b) on databases of their own: (a)'s end drops its test databases.
+        for name in ("a", "b"):
+            text = settings.format(socket=socket, port=POSTGRESQL_PORT, name=f"shop_{name}")
+            (project / f"bench_settings_{name}.py").write_text(text)
+        outside_a, outside = ["--ds", "bench_settings_a"], ["--ds", "bench_settings_b"]
+        print("warming up: (b)'s kept databases, (c)'s migrated state ...", file=sys.stderr)
         run_suite(project, scratch, [*outside, "--reuse-db", "--create-db"], {})
-        for _ in range(options.runs):
-            # Kept databases lose the data migrations' rows to the first run's transactional
-            # tests, so the tests that check those rows fail from the second run on.
+        run_suite(project, scratch, services, env)
+        # The three ways take turns, so that a change in the machine's load hits all three.
+        for number in range(options.runs):
+            print(f"round {number + 1} of {options.runs}: (a), (b), (c) ...", file=sys.stderr)
+            results["a"].append(run_suite(project, scratch, [*outside_a, "--create-db"], {}))
+            # Kept databases lose the data migrations' rows to the transactional tests of the
+            # run before, so the tests that check those rows fail.
             results["b"].append(
                 run_suite(project, scratch, [*outside, "--reuse-db"], {}, may_fail=True)
             )
+            results["c"].append(run_suite(project, scratch, services, env))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()
         if pg_folder is not None:
             shutil.rmtree(pg_folder, ignore_errors=True)
-    ini = project / "pytest.ini"
-    ini.write_text(
-        ini.read_text() + f"run_services = true\nservices_django_db = {options.engine}\n"
-    )
-    env = {"PYTEST_SERVICES_CACHE_DIR": str(scratch / "cache")}
-    print("(c) pytest-services, warm cache ...", file=sys.stderr)
-    run_suite(project, scratch, [], env)  # builds the migrated state
-    for _ in range(options.runs):
-        results["c"].append(run_suite(project, scratch, [], env))
     shutil.rmtree(scratch, ignore_errors=True)
 
     def median(way: str, key: str) -> float:
