@@ -61,7 +61,6 @@ from pytest_services._db.postgresql.server import (
     account,
     get_server,
     postgresql_cache_dir,
-    postmaster_checker,
     shut_down_now,
 )
 from pytest_services._db.prepare import state_entry
@@ -213,20 +212,24 @@ def postgresql_watcher(
         request, engine, init, postgresql_database_name, postgresql_data_dir, services_log
     )
     hand_over(server_account, postgresql_data_dir)
-    data_dir = postgresql_data_dir
-    arguments = server.arguments(
-        postgresql_data_dir, postgresql_host, postgresql_port, tcp=postgresql_listen_tcp
+    program, arguments, kwargs, checker = server.launch(
+        postgresql_data_dir,
+        postgresql_host,
+        postgresql_port,
+        server_account,
+        postgresql_base_dir,
+        tcp=postgresql_listen_tcp,
     )
     process = watcher_getter(
-        server.program("postgres"),
-        arguments=arguments,
-        kwargs=server_account.popen_kwargs(postgresql_base_dir) if server_account else None,
-        checker=postmaster_checker(postgresql_data_dir),
+        program,
+        arguments,
+        kwargs,
+        checker=checker,
         timeout=START_TIMEOUT,
         request=request,
         grace=0,  # the data is thrown away: no clean shutdown needed
     )
-    return _started(request, process, data_dir, imported)
+    return _started(request, process, postgresql_data_dir, imported)
 
 
 def _started(

@@ -15,6 +15,8 @@ import pytest
 from django_scenarios import create_db_rebuilds_once, migrate_calls
 from postgresql_support import in_memory, needs_server, use_cache
 
+from pytest_services._db.cache import CACHE_DIR_ENV
+
 pytest.importorskip("django", reason="Django is not installed")
 pytest.importorskip("pytest_django", reason="pytest-django is not installed")
 pytest.importorskip("psycopg", reason="psycopg is not installed")
@@ -438,6 +440,11 @@ def early(project: pytest.Pytester) -> dict[str, list[str]]:
     return found
 
 
+def spare_copies(project: pytest.Pytester) -> int:
+    """How many spare copies of prepared states the project's cache holds."""
+    return len(list(Path(os.environ[CACHE_DIR_ENV]).glob("**/.spare-*")))
+
+
 def early_folders_left(project: pytest.Pytester) -> list[str]:
     """The early servers' session folders of all runs so far that still exist."""
     folders = (project.path / "early-folders").read_text().split()
@@ -445,8 +452,20 @@ def early_folders_left(project: pytest.Pytester) -> list[str]:
     return [path for path in folders if os.path.exists(path)]
 
 
+@pytest.fixture
+def cache_in_memory(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The project's cache moved to memory, where the sessions' copies are: spare copies
+    are made only on the same filesystem."""
+    for memory in in_memory("test-django-pg-early-"):
+        shutil.copytree(project.path / "cache", memory / "cache", symlinks=True)
+        use_cache(monkeypatch, memory / "cache")
+        yield
+
+
 @pytest.mark.slow
-def test_a_worker_uses_the_server_started_while_it_collected(project: pytest.Pytester) -> None:
+def test_a_worker_uses_the_server_started_while_it_collected(
+    project: pytest.Pytester, cache_in_memory: None
+) -> None:
     project.makeconftest(EARLY_RECORDER)
     run = project.runpytest_subprocess
     run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
@@ -461,11 +480,18 @@ def test_a_worker_uses_the_server_started_while_it_collected(project: pytest.Pyt
     assert early(project) == {"local": ["start", "claimed", "True"]}
     result.stdout.fnmatch_lines(["- services: PostgreSQL 1 reused in *; postgres started 1x in *"])
     # No test of the database selected: the server stops once the tests are collected,
-    # and the bill says nothing of it.
+    # the bill says nothing of it, and it took a spare copy but leaves none.
+    spares = spare_copies(project)
+    assert spares
     blocker = run("-p", "no:cacheprovider", "-k", "test_the_blocker")
     blocker.assert_outcomes(passed=1, deselected=PASSED - 1)
     assert early(project) == {"local": ["start", "stopped", "True"]}
     assert "postgres" not in blocker.stdout.str()
+    assert spare_copies(project) == spares - 1
+    # A server that is used leaves one, for the next session.
+    run("-p", "no:cacheprovider").assert_outcomes(passed=PASSED)
+    assert early(project) == {"local": ["start", "claimed", "True"]}
+    assert spare_copies(project) == spares - 1
     # --create-db builds the state again, and --collect-only starts no server.
     run("-p", "no:cacheprovider", "--create-db").assert_outcomes(passed=PASSED)
     run("-p", "no:cacheprovider", "--collect-only").assert_outcomes()

@@ -69,13 +69,15 @@ def begin(config: pytest.Config, engine: str, digest: Optional[str], run: str) -
     port_range = port_range_option(config)
     driver.import_meanwhile("django.db.backends.postgresql.base")  # the fixtures wait for it
     early.begin(
-        parent,
-        worker,
-        key,
-        _DATABASE,
-        lambda: get_free_port(lock_dir, log, _LOCK_TIMEOUT, port_range=port_range),
-        lambda port: unlock_port(port, lock_dir, log),
-        log,
+        early.EarlyServer(
+            parent,
+            worker,
+            key,
+            _DATABASE,
+            lambda: get_free_port(lock_dir, log, _LOCK_TIMEOUT, port_range=port_range),
+            lambda port: unlock_port(port, lock_dir, log),
+            log,
+        )
     )
 
 

@@ -133,6 +133,8 @@ def make(entry: CacheEntry, scratch_parent: str, owner: Optional[Owner] = None) 
 def make_after_start(entry: CacheEntry, scratch_parent: str, owner: Optional[Owner]) -> None:
     """:func:`make` a spare once the next service has started (the server that starts from
     the copy just taken), so that the copy does not slow that start down."""
+    if ledger.deferred(make_after_start, entry, scratch_parent, owner):
+        return  # a server started ahead of time: only if it is used
 
     def begin() -> None:
         make(entry, scratch_parent, owner)

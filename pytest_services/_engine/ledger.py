@@ -9,7 +9,8 @@ name of its binary (``memcached``, ``mariadbd``...).
 Whoever must act once a service runs (the report hooks, which cost nothing before) asks
 :func:`on_first_start` to be called at the next start.  Work done ahead of time, which may
 turn out unused, records nothing until it is used: what a thread records inside
-:func:`deferring` is kept, to be recorded later or dropped.
+:func:`deferring` (and what else asks :func:`deferred`, such as a spare copy to make once
+the server started) is kept, to be recorded later or dropped.
 """
 
 from __future__ import annotations

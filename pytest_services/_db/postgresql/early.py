@@ -23,7 +23,6 @@ from collections.abc import Callable
 from logging import Logger
 from typing import Optional
 
-from pytest_services._db import spare
 from pytest_services._db.postgresql.cache import hand_over
 from pytest_services._db.postgresql.init import PostgreSQLInit
 from pytest_services._db.postgresql.prepare import PostgreSQLEngine
@@ -32,7 +31,6 @@ from pytest_services._db.postgresql.server import (
     account,
     get_server,
     postgresql_cache_dir,
-    postmaster_checker,
     shut_down_now,
 )
 from pytest_services._db.prepare import cached_state_data_dir, state_entry
@@ -73,6 +71,9 @@ class EarlyServer:
         self.claimed = False
         self._records: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="early PostgreSQL", daemon=True)
+
+    def start(self) -> None:
+        """Begin in a thread (:func:`begin` does)."""
         self._thread.start()
 
     def _run(self) -> None:
@@ -104,12 +105,15 @@ class EarlyServer:
         self.port = self._get_port()
         host = open_to(server_account, self.base, "run")
         socket_path(host, f".s.PGSQL.{self.port}")  # refuse one too long
+        program, arguments, kwargs, checker = server.launch(
+            data_dir, host, self.port, server_account, self.base
+        )
         self.process = start_service(
-            server.program("postgres"),
-            server.arguments(data_dir, host, self.port),
-            server_account.popen_kwargs(self.base) if server_account else None,
+            program,
+            arguments,
+            kwargs,
             timeout=START_TIMEOUT,
-            checker=postmaster_checker(data_dir),
+            checker=checker,
             log_dir=self._log_dir(),
             grace=0,
         )
@@ -170,9 +174,9 @@ class EarlyServer:
         return True
 
     def stop(self) -> None:
-        """Stop the server if it runs, and remove its data directory."""
+        """Stop the server if it runs, and remove its data directory; what it recorded
+        (a spare copy to make once it started, too) is forgotten."""
         self._records = []
-        spare.finish()  # no spare for a server nobody used
         process, self.process = self.process, None
         if self.base is not None:
             data_dir = os.path.join(self.base, "data")
@@ -204,18 +208,11 @@ class EarlyServer:
 _current: list[EarlyServer] = []
 
 
-def begin(
-    parent: str,
-    worker: str,
-    key: str,
-    database: str,
-    get_port: Callable[[], int],
-    release_port: Callable[[int], None],
-    log: Logger,
-) -> None:
-    """Start the server of the state ``key`` in the background (see :class:`EarlyServer`)."""
+def begin(server: EarlyServer) -> None:
+    """Start ``server`` in the background, in place of any started before."""
     finish()
-    _current.append(EarlyServer(parent, worker, key, database, get_port, release_port, log))
+    _current.append(server)
+    server.start()
 
 
 def current() -> Optional[EarlyServer]:

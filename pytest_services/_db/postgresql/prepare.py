@@ -30,7 +30,6 @@ from pytest_services._db.postgresql.init import dsn_of, run_loader
 from pytest_services._db.postgresql.server import (
     START_TIMEOUT,
     PostgreSQLServer,
-    postmaster_checker,
 )
 from pytest_services._db.sparse import copy_tree
 from pytest_services._db.state import DatabaseInit, Loader, State
@@ -94,20 +93,21 @@ class PostgreSQLEngine:
         self._place = tempfile.mkdtemp(prefix="prepare-", dir=self.work_dir)
         self._data_dir = data_dir
         running = data_dir
-        kwargs: dict[str, Any] = {}
         if self.account is not None:
             running = os.path.join(self._place, "data")
             _move(data_dir, running)
             os.chown(self._place, self.account.uid, self.account.gid)
-            kwargs = self.account.popen_kwargs(self._place)
         cache.hand_over(self.account, running)
         socket_path(self._place, f".s.PGSQL.{PREPARE_PORT}")  # refuse one too long
+        program, arguments, kwargs, checker = self.server.launch(
+            running, self._place, PREPARE_PORT, self.account, self._place
+        )
         return start_service(
-            self.server.program("postgres"),
-            self.server.arguments(running, self._place, PREPARE_PORT),
+            program,
+            arguments,
             kwargs,
             timeout=self.start_timeout,
-            checker=postmaster_checker(running),
+            checker=checker,
             log_dir=log_dir,
         )
 

@@ -20,7 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from pytest_services._db.cache import cache_root
 from pytest_services._engine.account import ServiceAccount, service_account
@@ -126,6 +126,23 @@ class PostgreSQLServer:
             f"listen_addresses={'127.0.0.1' if tcp else ''}",
         )
         return ["-D", data_dir, *(part for item in settings for part in ("-c", item))]
+
+    def launch(
+        self,
+        data_dir: str,
+        socket_dir: str,
+        port: int,
+        account: Optional[ServiceAccount],
+        work_dir: str,
+        *,
+        tcp: bool = False,
+    ) -> tuple[str, list[str], Optional[dict[str, Any]], Callable[[], bool]]:
+        """How to start a server on ``data_dir`` as ``account`` (we, when None) in its
+        folder ``work_dir``: the program, its :meth:`arguments`, the ``Popen`` keywords and
+        the readiness check, in the order ``start_service`` and ``watcher_getter`` take."""
+        kwargs = account.popen_kwargs(work_dir) if account is not None else None
+        arguments = self.arguments(data_dir, socket_dir, port, tcp=tcp)
+        return self.program("postgres"), arguments, kwargs, postmaster_checker(data_dir)
 
 
 def _has_server(folder: str) -> bool:
