@@ -2,17 +2,19 @@
 
 Plain code, no pytest.  Every change to a PostgreSQL database goes through its write-ahead
 log first, and the log's position tells in one query whether anything was written since the
-last reset.  When it moved, the records since then (read with ``pg_walinspect``, from the
-``postgres`` database) name the files that were written: those of the default database's
-tables and sequences, or those of its catalogs (DDL, ``TRUNCATE``), or the shared catalogs
-(databases created or dropped).  A reset then:
+last reset.  When it moved, the records since then (:mod:`~pytest_services._db.postgresql.wal`)
+name the files that were written: those of the default database's tables and sequences, or
+those of its catalogs (DDL, ``TRUNCATE``), or the shared catalogs (databases created or
+dropped).  A reset then:
 
 1. ends the transactions other connections left open (``pg_terminate_backend``: they roll
    back); idle connections keep working;
-2. after DDL, recreates the default database from the template database (``CREATE
-   DATABASE ... TEMPLATE``), which ends every connection to it;
-3. otherwise restores the rows of the tables written to from the template database (kept
-   in memory once read), and sets back the sequences that moved;
+2. after DDL on tables and their parts only, undoes it table by table
+   (:mod:`~pytest_services._db.postgresql.undo`); after any other DDL, or when that undo
+   cannot reproduce a table, recreates the default database from the template database
+   (``CREATE DATABASE ... TEMPLATE``), which ends every connection to it;
+3. restores the rows of the tables written to from the template database (kept in memory
+   once read), and sets back the sequences that moved;
 4. drops the databases created since the first reset.
 
 Nothing of this is in the default database: no trigger, function, schema or extension.
@@ -24,12 +26,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
+from pytest_services._db.postgresql import undo
 from pytest_services._db.postgresql.describe import (
     CONTROL_DATABASE,
     RELATIONS,
+    literal,
     quote,
     sequences,
 )
+from pytest_services._db.postgresql.wal import CATALOG_FILES, Changes, read_changes
 from pytest_services._db.state import State
 from pytest_services.exceptions import PostgreSQLError
 
@@ -39,6 +44,8 @@ __all__ = ["PostgreSQLCleaner"]
 MAX_CACHED_ROWS = 256 * 1024 * 1024
 #: A table is vacuumed once the resets deleted this many rows of it: dead rows would pile up.
 VACUUM_AFTER = 10000
+#: The catalogs are vacuumed after this many resets undid DDL table by table.
+VACUUM_CATALOGS_AFTER = 200
 #: Milliseconds a reset waits for a lock, or for the connections it ends, before giving up.
 LOCK_WAIT_MS = 5000
 #: The other connections to the default database that are in a transaction (or running a
@@ -56,32 +63,16 @@ SELECT array(SELECT pid FROM pg_stat_activity
 """
 _TERMINATE = "SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS ended (pid)"
 _GONE = "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = ANY(%s::int[]))"
-#: The log's records since a position: the files they wrote, and those that make or drop
-#: databases and files (``description`` then says which).
-_RECORDS = r"""
-SELECT DISTINCT r.resource_manager, r.record_type, m[1]::oid, m[2]::oid,
-       CASE WHEN m IS NULL THEN r.description END
-FROM pg_get_wal_records_info_till_end_of_wal(%s::pg_lsn) r
-LEFT JOIN LATERAL regexp_matches(r.block_ref, 'rel \d+/(\d+)/(\d+)', 'g') AS m ON true
-WHERE r.resource_manager NOT IN ('Transaction', 'Standby', 'LogicalMessage')
-  AND NOT (r.resource_manager = 'Heap2' AND r.record_type IN ('PRUNE', 'VACUUM', 'VISIBLE'))
-"""
-#: A commit of our own, synchronous: the log up to here is flushed, so that it can be read.
-_FLUSH = "SELECT pg_logical_emit_message(true, 'pytest_services', '')"
+#: Where the log ends, and the oldest transaction running: what the next reset looks after.
+_POSITION = (
+    "SELECT pg_current_wal_insert_lsn()::text, pg_snapshot_xmin(pg_current_snapshot())::text"
+)
 
 
-class _Changes:
-    """What the log says was written: tables, sequences, DDL, databases."""
-
-    def __init__(self) -> None:
-        self.tables: set[str] = set()
-        self.sequences = False
-        self.structure = False
-        self.databases = False
-
-    def everything(self) -> _Changes:
-        self.structure = self.databases = self.sequences = True
-        return self
+#: The files of some tables (``RELATIONS`` for the names given).
+_RELATIONS_OF = (
+    RELATIONS.replace("%", "%%") + "  AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)\n"
+)
 
 
 class PostgreSQLCleaner:
@@ -97,8 +88,13 @@ class PostgreSQLCleaner:
         self.template: str = state["template"]
         self._control: Any = None
         self._db: Any = None
+        self._inspect: Any = None
         self._template_db: Any = None
         self._since: Optional[str] = None
+        self._horizon = "0"
+        self._catalogs: dict[int, str] = {}
+        self._undoer: Optional[undo.Undo] = None
+        self._undos = 0
         self._db_oid = 0
         self._relations: dict[int, tuple[str, str]] = {}
         self._unlogged: set[str] = set()
@@ -113,6 +109,8 @@ class PostgreSQLCleaner:
         connection = self._connect(database)
         connection.execute("SET synchronous_commit = on")
         connection.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+        # The reset's queries are planned once per connection (they are prepared).
+        connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
 
     def _control_connection(self) -> Any:
@@ -126,19 +124,43 @@ class PostgreSQLCleaner:
             self._load_relations()
         return self._db
 
-    def _load_relations(self) -> None:
+    def _inspector(self) -> Any:
+        """A connection to the default database that only reads its catalogs: its prepared
+        queries are not planned again after the DDL of the undo."""
+        if self._inspect is None:
+            self._inspect = self._open(self.database)
+        return self._inspect
+
+    def _load_relations(self, tables: Optional[set[str]] = None) -> None:
+        """Map the files of the tables and sequences to them; only those of ``tables``,
+        after they were made again."""
+        if tables is not None:
+            rows = self._inspector().execute(_RELATIONS_OF, (sorted(tables),), prepare=True)
+            self._relations = {
+                node: relation
+                for node, relation in self._relations.items()
+                if relation[1] not in tables
+            }
+            self._relations.update((int(node), (kind, name)) for node, name, kind, _ in rows)
+            return
         rows = self._db.execute(RELATIONS).fetchall()
         self._relations = {int(node): (kind, name) for node, name, kind, _ in rows if node}
         self._unlogged = {name for _, name, kind, persistence in rows if persistence == "u"}
+        self._catalogs = dict(self._db.execute(CATALOG_FILES).fetchall())
         self._db_oid = int(
             self._db.execute(
                 "SELECT oid FROM pg_database WHERE datname = current_database()"
             ).fetchone()[0]
         )
 
+    def _template_connection(self) -> Any:
+        if self._template_db is None:
+            self._template_db = self._open(self.template)
+        return self._template_db
+
     def close(self) -> None:
         """Close the cleaner's connections."""
-        for name in ("_db", "_template_db", "_control"):
+        for name in ("_db", "_inspect", "_template_db", "_control"):
             connection = getattr(self, name)
             if connection is not None:
                 connection.close()
@@ -164,7 +186,7 @@ class PostgreSQLCleaner:
         busy, position = control.execute(_BUSY, (self.database,)).fetchone()
         if busy:  # they roll back
             self._end_connections(control, busy)
-        db = self._db_connection()
+        self._db_connection()
         if self._databases is None:
             self._databases = {
                 name for (name,) in control.execute("SELECT datname FROM pg_database")
@@ -173,55 +195,88 @@ class PostgreSQLCleaner:
             if self._unlogged:
                 self._restore_rows(self._unlogged)
             return
-        changes = _Changes().everything() if everything else self._changes(control)
+        changes = (
+            Changes().everything()
+            if everything
+            else read_changes(control, self._since, self._db_oid, self._relations, self._catalogs)
+        )
         if changes.databases:
             self._drop_new_databases(control)
+        rebuilt: Optional[set[str]] = set()
         if changes.structure:
-            self._recreate(control)
-        else:
-            if changes.tables or self._unlogged:
-                self._restore_rows(changes.tables | self._unlogged)
+            rebuilt = self._undo(changes)
+            if rebuilt is None:
+                self._recreate(control)
+        if rebuilt is not None:
+            tables = (changes.tables | self._unlogged) - rebuilt
+            if tables:
+                self._restore_rows(tables)
             if changes.sequences:
-                self._restore_sequences(db)
-        self._since = control.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+                self._restore_sequences(self._db)
+        self._since, self._horizon = control.execute(_POSITION).fetchone()
 
-    def _changes(self, control: Any) -> _Changes:
-        """What the log since the last reset says was written."""
-        changes = _Changes()
-        if self._since is None:
-            start = control.execute(
-                "SELECT checkpoint_lsn::text, checkpoint_time > pg_postmaster_start_time() "
-                "FROM pg_control_checkpoint()"
-            ).fetchone()
-            if start[1]:  # a checkpoint since the server started: its start is out of reach
-                return changes.everything()
-            since = start[0]
-        else:
-            since = self._since
-        control.execute(_FLUSH)
+    def _undo(self, changes: Changes) -> Optional[set[str]]:
+        """Undo DDL table by table (:mod:`~pytest_services._db.postgresql.undo`); the tables
+        rebuilt, or None when only a copy of the template can undo it."""
+        if changes.unknown or not changes.catalogs <= undo.CATALOGS_UNDONE:
+            return None
+        if self._undoer is None:
+            template = self._template_connection()
+            self._undoer = undo.Undo(*undo.fingerprint(template, "0"), undo.describe(template))
+        db, inspect = self._db, self._inspector()
+        plan = self._undoer.plan(*undo.fingerprint(inspect, self._horizon))
+        if plan is None:
+            return None
+        if not (plan.drop or plan.rebuild):
+            return set()
         try:
-            records = control.execute(_RECORDS, (since,)).fetchall()
-        except Exception as exc:  # the log was recycled by a checkpoint: look at everything
+            with db.transaction():
+                self._rebuild(plan)
+        except Exception as exc:  # a dependency we did not see; nothing was changed
             if type(exc).__module__.split(".")[0] != "psycopg":
                 raise
-            return changes.everything()
-        for manager, kind, database, node, description in records:
-            if manager == "Database":
-                changes.databases = True
-            elif manager == "Storage" or (manager == "Heap" and kind == "TRUNCATE"):
-                if description is None or f"/{self._db_oid}/" in f"/{description}":
-                    changes.structure = True
-            elif database == 0:
-                changes.databases = True
-            elif database == self._db_oid:
-                relation = self._relations.get(int(node))
-                if relation is None or relation[0] == "m":
-                    changes.structure = True
-                elif relation[0] == "S":
-                    changes.sequences = True
-                else:
-                    changes.tables.add(relation[1])
-        return changes
+            return None
+        rebuilt = set(plan.rebuild)
+        # A table rebuilt as in the template once is rebuilt by the same statements again.
+        check = [name for name in plan.check if name not in self._undoer.verified]
+        if check and not self._undoer.matches(check, undo.describe(inspect, check)):
+            self._undoer.rebuildable -= rebuilt  # the copy of the template, from now on
+            return None
+        self._undoer.verified.update(check)
+        if rebuilt:
+            self._load_relations(rebuilt)
+        self._undos += 1
+        if self._undos % VACUUM_CATALOGS_AFTER == 0:  # their dead rows would pile up
+            db.execute(f"VACUUM {', '.join(sorted(undo.CATALOGS_UNDONE))}")
+        return rebuilt
+
+    def _rebuild(self, plan: undo.Plan) -> None:
+        """Drop what ``plan`` drops, and make its tables again, with their rows and
+        sequences: in three round trips, and one more per table for its rows."""
+        db, undoer = self._db, self._undoer
+        assert undoer is not None
+        user = db.info.parameter_status("session_authorization") or ""
+        before = ["SET LOCAL session_replication_role = replica", *plan.drop]
+        after, keys, setvals = [], [], []
+        wanted = self.state["sequences"]
+        for name in plan.rebuild:
+            before += undoer.before_rows(name)
+            after += undoer.after_rows(name, user)
+            keys += undoer.foreign_keys(name)
+            for sequence in undoer.tables[name]["sequences"] or ():
+                value, start = wanted.get(sequence[0], (None, sequence[4]))
+                called = "true" if value is not None else "false"
+                setvals.append(f"setval({literal(sequence[0])}, {int(value or start)}, {called})")
+        db.execute(";\n".join(before))
+        for name in plan.rebuild:
+            with db.cursor().copy(f"COPY {name} FROM STDIN (FORMAT binary)") as copy:
+                copy.write(self._template_rows(name))
+            self._deleted.pop(name, None)
+        after += keys + plan.foreign_keys
+        if setvals:
+            after.append(f"SELECT {', '.join(setvals)}")
+        if after:
+            db.execute(";\n".join(after))
 
     def _end_connections(self, control: Any, pids: list[int]) -> None:
         """End the connections of ``pids``, and wait until they are gone: the server's own
@@ -244,7 +299,7 @@ class PostgreSQLCleaner:
 
     def _recreate(self, control: Any) -> None:
         """Replace the default database by a copy of the template (after DDL)."""
-        for name in ("_db", "_template_db"):
+        for name in ("_db", "_inspect", "_template_db"):
             connection = getattr(self, name)
             if connection is not None:
                 connection.close()
@@ -262,10 +317,9 @@ class PostgreSQLCleaner:
         rows = self._rows.get(table)
         if rows is not None:
             return rows
-        if self._template_db is None:
-            self._template_db = self._open(self.template)
         data = bytearray()
-        with self._template_db.cursor().copy(f"COPY {table} TO STDOUT (FORMAT binary)") as copy:
+        template = self._template_connection()
+        with template.cursor().copy(f"COPY {table} TO STDOUT (FORMAT binary)") as copy:
             for block in copy:
                 data += block
         if self._cached + len(data) <= MAX_CACHED_ROWS:
@@ -299,10 +353,6 @@ class PostgreSQLCleaner:
             if name in wanted and wanted[name][0] != last:
                 value, start = wanted[name]
                 called = "true" if value is not None else "false"
-                calls.append(f"setval({_literal(name)}, {int(value or start)}, {called})")
+                calls.append(f"setval({literal(name)}, {int(value or start)}, {called})")
         if calls:
             db.execute(f"SELECT {', '.join(calls)}")
-
-
-def _literal(text: str) -> str:
-    return "'{}'".format(text.replace("'", "''"))

@@ -19,6 +19,7 @@ __all__ = [
     "TEMPLATE",
     "empty_state",
     "fill_template",
+    "literal",
     "quote",
     "sequences",
     "snapshot",
@@ -54,6 +55,11 @@ _SEQUENCES = (
 def quote(name: str) -> str:
     """Quote a database, schema or table name for SQL."""
     return '"{}"'.format(name.replace('"', '""'))
+
+
+def literal(text: str) -> str:
+    """Quote a text for SQL."""
+    return "'{}'".format(text.replace("'", "''"))
 
 
 def sequences(connection: Any) -> dict[str, list[Any]]:

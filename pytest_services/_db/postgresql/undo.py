@@ -1,0 +1,365 @@
+"""Undo a test's DDL object by object, where it touched only tables and their parts.
+
+Plain code, no pytest.  When the log shows that a test wrote only to the catalogs of tables,
+their columns, defaults, constraints, indexes, triggers, sequences and comments
+(:data:`CATALOGS_UNDONE`), :class:`Undo` compares one query's :func:`fingerprint` of every
+relation with the template's: what rows of those catalogs each relation has, and whether
+any of them was written since the last reset.  It then plans, in one transaction:
+
+1. the tables that changed, or whose index or sequence did, are dropped and rebuilt from
+   the template's :func:`describe`, their rows copied back, and the foreign keys that
+   pointed at them added again;
+2. the relations that the test created are dropped;
+3. the rebuilt tables, and those whose foreign keys were added again, are described again
+   and must match the template's description, or the transaction is rolled back.
+
+Anything else (a view, a function, a type, a comment, an extension, a table that others
+depend on, or one the rebuild does not reproduce) is left to a copy of the template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from pytest_services._db.postgresql.describe import literal, quote
+
+__all__ = ["CATALOGS_UNDONE", "Plan", "Relation", "Undo", "describe", "fingerprint"]
+
+#: The catalogs whose changes an undo understands.
+CATALOGS_UNDONE = frozenset(
+    {
+        "pg_class",
+        "pg_attribute",
+        "pg_attrdef",
+        "pg_constraint",
+        "pg_depend",
+        "pg_description",
+        "pg_index",
+        "pg_sequence",
+        "pg_trigger",
+        "pg_type",
+    }
+)
+_USER = """n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'"""
+_NEW = "age(xmin) <= age(%(horizon)s::text::xid)"
+#: Each relation of the user's schemas (row -1: name, kind and the table an index or a
+#: sequence belongs to), then for each catalog and relation its rows, and whether any is new.
+_FINGERPRINT = f"""
+SELECT -1, c.oid, 0::bigint, age(c.xmin) <= age(%(horizon)s::text::xid),
+       format('%%I.%%I', n.nspname, c.relname), c.relkind::text,
+       coalesce(i.indrelid, d.refobjid, 0::oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_index i ON i.indexrelid = c.oid
+LEFT JOIN pg_depend d ON c.relkind = 'S' AND d.classid = 'pg_class'::regclass
+    AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+WHERE c.oid >= 16384 AND {_USER}
+UNION ALL SELECT 0, attrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_attribute WHERE attrelid >= 16384 GROUP BY 2
+UNION ALL SELECT 1, adrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_attrdef WHERE adrelid >= 16384 GROUP BY 2
+UNION ALL SELECT 2, conrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_constraint WHERE conrelid >= 16384 GROUP BY 2
+UNION ALL SELECT 3, indrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_index WHERE indrelid >= 16384 GROUP BY 2
+UNION ALL SELECT 4, tgrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_trigger WHERE tgrelid >= 16384 GROUP BY 2
+UNION ALL SELECT 5, objid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_depend WHERE classid = 'pg_class'::regclass AND objid >= 16384 GROUP BY 2
+UNION ALL SELECT 6, seqrelid, 1, {_NEW}, NULL, NULL, NULL
+    FROM pg_sequence WHERE seqrelid >= 16384
+UNION ALL SELECT 7, typrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_type WHERE typrelid >= 16384 GROUP BY 2
+UNION ALL SELECT 8, objoid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_description WHERE objoid >= 16384 AND classoid = 'pg_class'::regclass GROUP BY 2
+UNION ALL SELECT 10, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_type t WHERE oid >= 16384 AND typrelid = 0
+    AND NOT EXISTS (SELECT FROM pg_type e WHERE e.oid = t.typelem AND e.typrelid <> 0)
+UNION ALL SELECT 11, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_constraint WHERE oid >= 16384 AND conrelid = 0
+UNION ALL SELECT 12, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL
+    FROM pg_description WHERE objoid >= 16384 AND classoid <> 'pg_class'::regclass
+"""
+#: What a table is: everything the rebuild reproduces, and what it does not but must see.
+_DESCRIBE = f"""
+SELECT format('%%I.%%I', n.nspname, c.relname), json_build_object(
+  'kind', c.relkind, 'persistence', c.relpersistence, 'options', c.reloptions,
+  'owner', pg_get_userbyid(c.relowner), 'acl', c.relacl::text, 'am', am.amname,
+  'other', json_build_array(c.relispartition, c.relrowsecurity, c.relforcerowsecurity,
+                 c.relhasrules, c.reloftype <> 0, c.relhassubclass, c.relreplident <> 'd'),
+  'inherits', (SELECT count(*) FROM pg_inherits WHERE c.oid IN (inhrelid, inhparent)),
+  'statistics', (SELECT count(*) FROM pg_statistic WHERE starelid = c.oid)
+                + (SELECT count(*) FROM pg_statistic_ext WHERE stxrelid = c.oid),
+  'policies', (SELECT count(*) FROM pg_policy WHERE polrelid = c.oid),
+  'member', EXISTS (SELECT FROM pg_depend WHERE classid = 'pg_class'::regclass
+                    AND objid = c.oid AND deptype = 'e'),
+  'comments', (SELECT json_agg(json_build_array(objsubid, description) ORDER BY objsubid)
+               FROM pg_description WHERE objoid = c.oid AND classoid = 'pg_class'::regclass),
+  'columns', (SELECT json_agg(json_build_array(
+          a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+          pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
+          CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END,
+          json_build_array(a.attisdropped, a.attstorage <> t.typstorage,
+                a.attcompression <> '', a.attstattarget <> -1, a.attacl IS NOT NULL,
+                a.attoptions IS NOT NULL, a.attfdwoptions IS NOT NULL)) ORDER BY a.attnum)
+      FROM pg_attribute a LEFT JOIN pg_type t ON t.oid = a.atttypid
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = c.oid AND a.attnum > 0),
+  'constraints', (SELECT json_agg(json_build_array(conname, contype, pg_get_constraintdef(oid),
+          conislocal, coninhcount, connoinherit) ORDER BY conname)
+      FROM pg_constraint WHERE conrelid = c.oid),
+  'referenced_by', (SELECT json_agg(json_build_array(format('%%I.%%I', fn.nspname, f.relname),
+          k.conname, pg_get_constraintdef(k.oid)) ORDER BY 1, 2)
+      FROM pg_constraint k JOIN pg_class f ON f.oid = k.conrelid
+      JOIN pg_namespace fn ON fn.oid = f.relnamespace
+      WHERE k.confrelid = c.oid AND k.conrelid <> c.oid),
+  'indexes', (SELECT json_agg(json_build_array(i.relname, pg_get_indexdef(x.indexrelid),
+          EXISTS (SELECT FROM pg_constraint WHERE conindid = x.indexrelid AND conrelid = c.oid),
+          json_build_array(x.indisclustered, x.indisreplident, NOT x.indisvalid))
+          ORDER BY i.relname)
+      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid),
+  'triggers', (SELECT json_agg(json_build_array(tgname, pg_get_triggerdef(oid), tgenabled)
+          ORDER BY tgname) FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal),
+  'sequences', (SELECT json_agg(json_build_array(format('%%I.%%I', sn.nspname, s.relname),
+          a.attname, d.deptype, format_type(q.seqtypid, NULL), q.seqstart, q.seqincrement,
+          q.seqmax, q.seqmin, q.seqcache, q.seqcycle, s.relpersistence,
+          pg_get_userbyid(s.relowner), s.relacl::text) ORDER BY s.relname)
+      FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+      JOIN pg_namespace sn ON sn.oid = s.relnamespace
+      JOIN pg_sequence q ON q.seqrelid = s.oid
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
+      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+        AND d.refobjid = c.oid AND d.deptype IN ('a', 'i')),
+  'dependents', (SELECT count(*) FROM pg_depend d
+      WHERE (d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+             AND d.classid NOT IN ('pg_class'::regclass, 'pg_constraint'::regclass,
+                                   'pg_attrdef'::regclass, 'pg_trigger'::regclass,
+                                   'pg_type'::regclass))
+         OR (d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype
+             AND NOT (d.classid = 'pg_type'::regclass AND d.deptype = 'i'))
+         OR (d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_attrdef'::regclass
+             AND d.refobjid IN (SELECT objid FROM pg_depend WHERE refobjid = c.oid
+                                AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))
+             AND d.objid NOT IN (SELECT oid FROM pg_attrdef WHERE adrelid = c.oid)))
+)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_am am ON am.oid = c.relam
+WHERE c.relkind IN ('r', 'p') AND {_USER}
+  AND (%(names)s::text[] IS NULL OR format('%%I.%%I', n.nspname, c.relname) = ANY(%(names)s))
+"""
+#: ``DROP`` of a relation of each kind.
+_DROP = {"r": "TABLE", "p": "TABLE", "S": "SEQUENCE", "i": "INDEX", "I": "INDEX", "c": "TYPE"}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """What :func:`fingerprint` says of one relation."""
+
+    kind: str
+    #: The table an index or an owned sequence belongs to ("" for none).
+    owner: str
+    counts: tuple[int, ...]
+    new: bool
+
+
+def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tuple[Any, ...]]:
+    """Each relation of the user's schemas by name, and the counts of the types, domain
+    constraints and comments of no relation; ``new`` where a row was written since the transaction
+    ``horizon`` (the oldest one running at the last reset)."""
+    rows = connection.execute(_FINGERPRINT, {"horizon": horizon}, prepare=True).fetchall()
+    names: dict[int, tuple[str, str, int, bool]] = {}
+    counts: dict[int, list[int]] = {}
+    new: set[int] = set()
+    loose: list[Any] = []
+    for what, oid, count, written, name, kind, owner in rows:
+        if what == -1:
+            names[oid] = (name, kind, owner, written)
+        elif what >= 10:
+            loose += [what, count, written]
+        else:
+            counts.setdefault(oid, [0] * 9)[what] = count
+            if written:
+                new.add(oid)
+    relations = {}
+    for oid, (name, kind, owner, written) in names.items():
+        relations[name] = Relation(
+            kind,
+            names[owner][0] if owner in names else "",
+            tuple(counts.get(oid, ())),
+            written or oid in new,
+        )
+    return relations, tuple(loose)
+
+
+def describe(connection: Any, names: Optional[Iterable[str]] = None) -> dict[str, Any]:
+    """The description of each table named (every table of the user's schemas: None)."""
+    wanted = None if names is None else sorted(names)
+    return dict(connection.execute(_DESCRIBE, {"names": wanted}, prepare=True).fetchall())
+
+
+def rebuildable(table: dict[str, Any]) -> bool:
+    """Whether :func:`rebuild` can reproduce a table of this description (what it cannot
+    see, the check after the rebuild does)."""
+    return (
+        table["kind"] == "r"
+        and table["am"] == "heap"
+        and table["acl"] is None
+        and not any(table["other"])
+        and not (table["inherits"] or table["statistics"] or table["policies"])
+        and not (table["member"] or table["dependents"])
+        and not any(any(column[7]) for column in table["columns"] or ())
+        and not any(any(index[3]) for index in table["indexes"] or ())
+        and all(trigger[2] == "O" for trigger in table["triggers"] or ())
+    )
+
+
+@dataclass
+class Plan:
+    """What an undo does: drop, rebuild, add foreign keys again, and check."""
+
+    drop: list[str]
+    rebuild: list[str]
+    foreign_keys: list[str]
+    check: list[str]
+
+
+class Undo:
+    """Plans undoing a test's DDL against a template's fingerprint and descriptions."""
+
+    def __init__(
+        self, relations: dict[str, Relation], loose: tuple[Any, ...], tables: dict[str, Any]
+    ) -> None:
+        self.relations = relations
+        self.loose = tuple(loose[i] for i in range(len(loose)) if i % 3 != 2)
+        self.tables = tables
+        self.rebuildable = {name for name, table in tables.items() if rebuildable(table)}
+        #: The tables found as in the template after a rebuild.
+        self.verified: set[str] = set()
+
+    def plan(self, now: dict[str, Relation], loose: tuple[Any, ...]) -> Optional[Plan]:
+        """What undoes the difference between ``now`` and the template; None when only a
+        copy of the template can."""
+        if tuple(loose[i] for i in range(len(loose)) if i % 3 != 2) != self.loose or any(
+            loose[i] for i in range(2, len(loose), 3)
+        ):
+            return None  # a type or a domain constraint of no table
+        rebuild: set[str] = set()
+        for name, was in self.relations.items():
+            relation = now.get(name)
+            if relation is None or relation.new or relation.counts != was.counts:
+                table = was.owner or name
+                if table not in self.rebuildable:
+                    return None
+                rebuild.add(table)
+        created: dict[str, list[str]] = {}
+        for name, relation in now.items():
+            if name in self.relations:
+                continue
+            if relation.kind not in _DROP:
+                return None
+            owner = relation.owner
+            if owner and (owner in rebuild or owner not in self.relations):
+                continue  # goes with its table
+            created.setdefault(_DROP[relation.kind], []).append(name)
+        drop = [f"DROP TABLE IF EXISTS {', '.join(sorted(rebuild))} CASCADE"] if rebuild else []
+        if "TABLE" in created:
+            drop.append(f"DROP TABLE IF EXISTS {', '.join(sorted(created.pop('TABLE')))}")
+        owned = [  # that a test may have set free, or moved to a table it renamed
+            sequence[0]
+            for name in sorted(rebuild)
+            for sequence in self.tables[name]["sequences"] or ()
+            if sequence[2] == "a"
+        ]
+        if owned:
+            drop.append(f"DROP SEQUENCE IF EXISTS {', '.join(owned)}")
+        for kind in sorted(created):
+            drop.append(f"DROP {kind} IF EXISTS {', '.join(sorted(created[kind]))}")
+        keys, check = [], set(rebuild)
+        for name in sorted(rebuild):
+            for table, key, definition in self.tables[name]["referenced_by"] or ():
+                if table not in rebuild:
+                    keys.append(f"ALTER TABLE {table} ADD CONSTRAINT {quote(key)} {definition}")
+                    check.add(table)
+        return Plan(drop, sorted(rebuild), keys, sorted(check))
+
+    def before_rows(self, name: str) -> list[str]:
+        """The statements that make an empty table ``name`` with its columns."""
+        table = self.tables[name]
+        statements, identity = [], {}
+        for sequence in table["sequences"] or ():
+            if sequence[2] == "i":
+                identity[sequence[1]] = sequence
+            else:
+                statements.append(
+                    f"CREATE SEQUENCE {sequence[0]} AS {sequence[3]} {_options(sequence)}"
+                )
+        columns = []
+        for column, kind, not_null, default, ident, generated, collation, _ in table["columns"]:
+            parts = [quote(column), kind]
+            if collation:
+                parts.append(f"COLLATE {collation}")
+            if generated:
+                parts.append(f"GENERATED ALWAYS AS ({default}) STORED")
+            elif ident:
+                sequence = identity[column]
+                how = "ALWAYS" if ident == "a" else "BY DEFAULT"
+                options = f"SEQUENCE NAME {sequence[0]} {_options(sequence)}"
+                parts.append(f"GENERATED {how} AS IDENTITY ({options})")
+            elif default is not None:
+                parts.append(f"DEFAULT {default}")
+            if not_null:
+                parts.append("NOT NULL")
+            columns.append(" ".join(parts))
+        unlogged = "UNLOGGED " if table["persistence"] == "u" else ""
+        options = f" WITH ({', '.join(table['options'])})" if table["options"] else ""
+        statements.append(f"CREATE {unlogged}TABLE {name} ({', '.join(columns)}){options}")
+        return statements
+
+    def after_rows(self, name: str, user: str) -> list[str]:
+        """The statements that complete table ``name`` once its rows are in, but for the
+        foreign keys (:meth:`foreign_keys`)."""
+        table = self.tables[name]
+        statements = [
+            f"ALTER SEQUENCE {sequence[0]} OWNED BY {name}.{quote(sequence[1])}"
+            for sequence in table["sequences"] or ()
+            if sequence[2] == "a"
+        ]
+        for constraint, kind, definition, local, _, _ in table["constraints"] or ():
+            if local and kind not in ("f", "n"):
+                statements.append(
+                    f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint)} {definition}"
+                )
+        statements += [index[1] for index in table["indexes"] or () if not index[2]]
+        statements += [trigger[1] for trigger in table["triggers"] or ()]
+        for column, text in table["comments"] or ():
+            target = f"TABLE {name}"
+            if column:
+                target = f"COLUMN {name}.{quote(table['columns'][column - 1][0])}"
+            statements.append(f"COMMENT ON {target} IS {literal(text)}")
+        if table["owner"] != user:
+            statements.append(f"ALTER TABLE {name} OWNER TO {quote(table['owner'])}")
+        return statements
+
+    def foreign_keys(self, name: str) -> list[str]:
+        """The foreign keys of table ``name``."""
+        return [
+            f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint)} {definition}"
+            for constraint, kind, definition, local, _, _ in self.tables[name]["constraints"] or ()
+            if local and kind == "f"
+        ]
+
+    def matches(self, names: list[str], described: dict[str, Any]) -> bool:
+        """Whether the tables ``names``, described after a rebuild, are as in the template."""
+        return sorted(described) == names and all(
+            self.tables.get(name) == table for name, table in described.items()
+        )
+
+
+def _options(sequence: list[Any]) -> str:
+    start, increment, maximum, minimum, cache, cycle = sequence[4:10]
+    return (
+        f"INCREMENT BY {increment} MINVALUE {minimum} MAXVALUE {maximum} START WITH {start} "
+        f"CACHE {cache} {'CYCLE' if cycle else 'NO CYCLE'}"
+    )
