@@ -11,7 +11,10 @@ Measures, in one run and on this machine (medians):
   ``postgres`` on it with the same settings, until a client connects;
 * *reset*: the setup of ``postgresql_clean`` after a test that changed nothing, changed rows
   in one table, or created, altered or dropped a table; on the 20-table schema and on one
-  with ``--big-tables`` tables;
+  with ``--big-tables`` tables; and in the same sessions, the limit of any reset (the
+  cheapest query that tells whether anything was written: ``pg_current_wal_insert_lsn()``
+  on an open connection) and what a transaction per test costs (``BEGIN`` before the test,
+  ``ROLLBACK`` of its change to one table's rows after it);
 * the memory of a server: the resident set of the server's processes, summed;
 * both against pytest-postgresql (see ``_pg_peer.py``): the start of its ``postgresql_proc``,
   and its function-scoped ``postgresql`` on the same schemas.
@@ -129,6 +132,8 @@ CHANGES = {
 }
 
 RESET_TEST = """
+import time
+
 import psycopg
 import pytest
 
@@ -140,6 +145,29 @@ ORDER = [kind for _ in range({resets}) for kind in CHANGES] + ["nothing"]
 def test_step(step, postgresql_clean, postgresql_dsn):
     with psycopg.connect(postgresql_dsn, autocommit=True) as connection:
         exec(CHANGES[ORDER[step]])
+
+
+OPEN = {{}}
+
+
+@pytest.mark.parametrize("n", range({resets}))
+def test_limit_and_rollback(n, postgresql_dsn):
+    from conftest import _times
+
+    # The limit: the cheapest question that tells whether anything was written since.
+    question = OPEN.setdefault("limit", psycopg.connect(postgresql_dsn, autocommit=True))
+    started = time.perf_counter()
+    question.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+    _times.setdefault("limit", []).append(time.perf_counter() - started)
+    # What a framework's transactional test case pays: BEGIN before, ROLLBACK after.
+    connection = OPEN.setdefault("test", psycopg.connect(postgresql_dsn, autocommit=True))
+    started = time.perf_counter()
+    connection.execute("BEGIN")
+    begun = time.perf_counter()
+    connection.execute("UPDATE t1 SET v = v + 1 WHERE id <= 5")
+    done = time.perf_counter()
+    connection.execute("ROLLBACK")
+    _times.setdefault("rollback", []).append(begun - started + time.perf_counter() - done)
 """
 
 
@@ -305,6 +333,11 @@ def main() -> None:
                 peer, user, work / f"peer-reset-{tables}", pg_ctl, sql, CHANGES, options.resets
             )
         print_resets(tables, after, ours, theirs)
+        for label, key in (
+            ("the limit: pg_current_wal_insert_lsn() on an open connection", "limit"),
+            ("transaction per test: BEGIN + ROLLBACK of one table's rows", "rollback"),
+        ):
+            print(f"  {label:64} {median_ms(times[key])}")
     shutil.rmtree(work, ignore_errors=True)
 
 
