@@ -247,6 +247,10 @@ def test_the_same_table_again(check, copied):
     check.execute("ALTER TABLE item ADD COLUMN extra int")
 
 
+def test_a_table_whose_index_has_a_comment(check, copied):
+    check.execute("ALTER TABLE child ADD COLUMN extra int")
+
+
 def test_last(check):
     pass
 """
@@ -258,7 +262,8 @@ def test_what_the_rebuild_cannot_reproduce_is_copied_from_the_template(
     (shop.path / "schema.sql").write_text(
         SCHEMA + "ALTER SEQUENCE loose_seq OWNED BY item.code;\n"
         "GRANT USAGE ON SEQUENCE loose_seq TO PUBLIC;\n"
+        "COMMENT ON INDEX child_parent IS 'by parent';\n"
     )
     shop.makepyfile(FALLBACK_TESTS)
     result = run(shop, "-p", "no:randomly")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)

@@ -97,6 +97,12 @@ SELECT format('%%I.%%I', n.nspname, c.relname), json_build_object(
                     AND objid = c.oid AND deptype = 'e'),
   'comments', (SELECT json_agg(json_build_array(objsubid, description) ORDER BY objsubid)
                FROM pg_description WHERE objoid = c.oid AND classoid = 'pg_class'::regclass),
+  'part_comments', (SELECT count(*) FROM pg_description WHERE objoid IN (
+      SELECT indexrelid FROM pg_index WHERE indrelid = c.oid
+      UNION ALL SELECT oid FROM pg_constraint WHERE conrelid = c.oid
+      UNION ALL SELECT oid FROM pg_trigger WHERE tgrelid = c.oid
+      UNION ALL SELECT objid FROM pg_depend WHERE refobjid = c.oid
+          AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))),
   'columns', (SELECT json_agg(json_build_array(
           a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
           pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
@@ -166,8 +172,8 @@ class Relation:
 
 def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tuple[Any, ...]]:
     """Each relation of the user's schemas by name, and the counts of the types, domain
-    constraints and comments of no relation; ``new`` where a row was written since the transaction
-    ``horizon`` (the oldest one running at the last reset)."""
+    constraints and comments of no relation; ``new`` where a row was written since the
+    transaction ``horizon`` (the oldest one running at the last reset)."""
     rows = connection.execute(_FINGERPRINT, {"horizon": horizon}, prepare=True).fetchall()
     names: dict[int, tuple[str, str, int, bool]] = {}
     counts: dict[int, list[int]] = {}
@@ -200,7 +206,7 @@ def describe(connection: Any, names: Optional[Iterable[str]] = None) -> dict[str
 
 
 def rebuildable(table: dict[str, Any]) -> bool:
-    """Whether :func:`rebuild` can reproduce a table of this description (what it cannot
+    """Whether the rebuild can reproduce a table of this description (what this cannot
     see, the check after the rebuild does)."""
     return (
         table["kind"] == "r"
@@ -208,7 +214,7 @@ def rebuildable(table: dict[str, Any]) -> bool:
         and table["acl"] is None
         and not any(table["other"])
         and not (table["inherits"] or table["statistics"] or table["policies"])
-        and not (table["member"] or table["dependents"])
+        and not (table["member"] or table["dependents"] or table["part_comments"])
         and not any(any(column[7]) for column in table["columns"] or ())
         and not any(any(index[3]) for index in table["indexes"] or ())
         and all(trigger[2] == "O" for trigger in table["triggers"] or ())
