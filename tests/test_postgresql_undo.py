@@ -157,6 +157,11 @@ def test_truncates_and_renames(check, idle):
     check.execute("SELECT nextval('loose_seq')")
 
 
+def test_truncates_only(check, idle):
+    assert alive(idle)
+    check.execute("TRUNCATE parent, child, item RESTART IDENTITY")  # as Django's flush
+
+
 def test_sequences_of_rebuilt_tables(check, idle):
     assert alive(idle)
     check.execute("ALTER TABLE child ADD COLUMN extra int")
@@ -195,7 +200,7 @@ def shop(
 def test_ddl_on_tables_is_undone_without_ending_idle_connections(shop: pytest.Pytester) -> None:
     shop.makepyfile(UNDO_TESTS)
     result = run(shop, "-p", "no:randomly")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)
 
 
 #: Undos that fail, each in its own way; a copy of the template puts everything back.

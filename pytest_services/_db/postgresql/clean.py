@@ -224,9 +224,14 @@ class PostgreSQLCleaner:
             template = self._template_connection()
             self._undoer = undo.Undo(*undo.fingerprint(template, "0"), undo.describe(template))
         db, inspect = self._db, self._inspector()
-        plan = self._undoer.plan(*undo.fingerprint(inspect, self._horizon))
+        plan = self._undoer.plan(
+            *undo.fingerprint(inspect, self._horizon),
+            lambda names: undo.describe(inspect, names),
+        )
         if plan is None:
             return None
+        changes.tables.update(plan.restore)
+        changes.sequences = changes.sequences or bool(plan.restore)
         if not (plan.drop or plan.rebuild):
             return set()
         try:

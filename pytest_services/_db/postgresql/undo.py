@@ -19,7 +19,7 @@ depend on, or one the rebuild does not reproduce) is left to a copy of the templ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -50,36 +50,39 @@ _NEW = "age(xmin) <= age(%(horizon)s::text::xid)"
 _FINGERPRINT = f"""
 SELECT -1, c.oid, 0::bigint, age(c.xmin) <= age(%(horizon)s::text::xid),
        format('%%I.%%I', n.nspname, c.relname), c.relkind::text,
-       coalesce(i.indrelid, d.refobjid, 0::oid)
+       coalesce(i.indrelid, d.refobjid, 0::oid),
+       concat_ws(' ', c.relpersistence, c.relnatts, c.relchecks, c.relhasrules,
+                 c.relrowsecurity, c.relforcerowsecurity, c.relispartition, c.relreplident,
+                 c.relam, c.reltablespace, c.relowner, c.reloftype, c.relacl, c.reloptions)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_index i ON i.indexrelid = c.oid
 LEFT JOIN pg_depend d ON c.relkind = 'S' AND d.classid = 'pg_class'::regclass
     AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
 WHERE c.oid >= 16384 AND {_USER}
-UNION ALL SELECT 0, attrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 0, attrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_attribute WHERE attrelid >= 16384 GROUP BY 2
-UNION ALL SELECT 1, adrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 1, adrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_attrdef WHERE adrelid >= 16384 GROUP BY 2
-UNION ALL SELECT 2, conrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 2, conrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_constraint WHERE conrelid >= 16384 GROUP BY 2
-UNION ALL SELECT 3, indrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 3, indrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_index WHERE indrelid >= 16384 GROUP BY 2
-UNION ALL SELECT 4, tgrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 4, tgrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_trigger WHERE tgrelid >= 16384 GROUP BY 2
-UNION ALL SELECT 5, objid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 5, objid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_depend WHERE classid = 'pg_class'::regclass AND objid >= 16384 GROUP BY 2
-UNION ALL SELECT 6, seqrelid, 1, {_NEW}, NULL, NULL, NULL
+UNION ALL SELECT 6, seqrelid, 1, {_NEW}, NULL, NULL, NULL, NULL
     FROM pg_sequence WHERE seqrelid >= 16384
-UNION ALL SELECT 7, typrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 7, typrelid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_type WHERE typrelid >= 16384 GROUP BY 2
-UNION ALL SELECT 8, objoid, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 8, objoid, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_description WHERE objoid >= 16384 AND classoid = 'pg_class'::regclass GROUP BY 2
-UNION ALL SELECT 10, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 10, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_type t WHERE oid >= 16384 AND typrelid = 0
     AND NOT EXISTS (SELECT FROM pg_type e WHERE e.oid = t.typelem AND e.typrelid <> 0)
-UNION ALL SELECT 11, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 11, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_constraint WHERE oid >= 16384 AND conrelid = 0
-UNION ALL SELECT 12, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL
+UNION ALL SELECT 12, 0, count(*), bool_or({_NEW}), NULL, NULL, NULL, NULL
     FROM pg_description WHERE objoid >= 16384 AND classoid <> 'pg_class'::regclass
 """
 #: What a table is: everything the rebuild reproduces, and what it does not but must see.
@@ -88,7 +91,8 @@ SELECT format('%%I.%%I', n.nspname, c.relname), json_build_object(
   'kind', c.relkind, 'persistence', c.relpersistence, 'options', c.reloptions,
   'owner', pg_get_userbyid(c.relowner), 'acl', c.relacl::text, 'am', am.amname,
   'other', json_build_array(c.relispartition, c.relrowsecurity, c.relforcerowsecurity,
-                 c.relhasrules, c.reloftype <> 0, c.relhassubclass, c.relreplident <> 'd'),
+                 c.relhasrules, c.reloftype <> 0, c.relhassubclass, c.relreplident <> 'd',
+                 c.reltablespace <> 0),
   'inherits', (SELECT count(*) FROM pg_inherits WHERE c.oid IN (inhrelid, inhparent)),
   'statistics', (SELECT count(*) FROM pg_statistic WHERE starelid = c.oid)
                 + (SELECT count(*) FROM pg_statistic_ext WHERE stxrelid = c.oid),
@@ -97,12 +101,16 @@ SELECT format('%%I.%%I', n.nspname, c.relname), json_build_object(
                     AND objid = c.oid AND deptype = 'e'),
   'comments', (SELECT json_agg(json_build_array(objsubid, description) ORDER BY objsubid)
                FROM pg_description WHERE objoid = c.oid AND classoid = 'pg_class'::regclass),
-  'part_comments', (SELECT count(*) FROM pg_description WHERE objoid IN (
-      SELECT indexrelid FROM pg_index WHERE indrelid = c.oid
-      UNION ALL SELECT oid FROM pg_constraint WHERE conrelid = c.oid
-      UNION ALL SELECT oid FROM pg_trigger WHERE tgrelid = c.oid
-      UNION ALL SELECT objid FROM pg_depend WHERE refobjid = c.oid
-          AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))),
+  'part_comments',
+      (SELECT count(*) FROM pg_index x JOIN pg_description e ON e.objoid = x.indexrelid
+       WHERE x.indrelid = c.oid)
+      + (SELECT count(*) FROM pg_constraint k JOIN pg_description e ON e.objoid = k.oid
+         WHERE k.conrelid = c.oid)
+      + (SELECT count(*) FROM pg_trigger g JOIN pg_description e ON e.objoid = g.oid
+         WHERE g.tgrelid = c.oid)
+      + (SELECT count(*) FROM pg_depend d JOIN pg_description e ON e.objoid = d.objid
+         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+           AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')),
   'columns', (SELECT json_agg(json_build_array(
           a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
           pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
@@ -123,7 +131,8 @@ SELECT format('%%I.%%I', n.nspname, c.relname), json_build_object(
       WHERE k.confrelid = c.oid AND k.conrelid <> c.oid),
   'indexes', (SELECT json_agg(json_build_array(i.relname, pg_get_indexdef(x.indexrelid),
           EXISTS (SELECT FROM pg_constraint WHERE conindid = x.indexrelid AND conrelid = c.oid),
-          json_build_array(x.indisclustered, x.indisreplident, NOT x.indisvalid))
+          json_build_array(x.indisclustered, x.indisreplident, NOT x.indisvalid,
+                           i.reltablespace <> 0))
           ORDER BY i.relname)
       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid),
   'triggers', (SELECT json_agg(json_build_array(tgname, pg_get_triggerdef(oid), tgenabled)
@@ -138,17 +147,21 @@ SELECT format('%%I.%%I', n.nspname, c.relname), json_build_object(
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
       WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
         AND d.refobjid = c.oid AND d.deptype IN ('a', 'i')),
-  'dependents', (SELECT count(*) FROM pg_depend d
-      WHERE (d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
-             AND d.classid NOT IN ('pg_class'::regclass, 'pg_constraint'::regclass,
-                                   'pg_attrdef'::regclass, 'pg_trigger'::regclass,
-                                   'pg_type'::regclass))
-         OR (d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype
-             AND NOT (d.classid = 'pg_type'::regclass AND d.deptype = 'i'))
-         OR (d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_attrdef'::regclass
-             AND d.refobjid IN (SELECT objid FROM pg_depend WHERE refobjid = c.oid
-                                AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))
-             AND d.objid NOT IN (SELECT oid FROM pg_attrdef WHERE adrelid = c.oid)))
+  'dependents',
+      (SELECT count(*) FROM pg_depend d
+       WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+         AND d.classid NOT IN ('pg_class'::regclass, 'pg_constraint'::regclass,
+                               'pg_attrdef'::regclass, 'pg_trigger'::regclass,
+                               'pg_type'::regclass))
+      + (SELECT count(*) FROM pg_depend d
+         WHERE d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype
+           AND NOT (d.classid = 'pg_type'::regclass AND d.deptype = 'i'))
+      + (SELECT count(*) FROM pg_depend s JOIN pg_depend d
+             ON d.refclassid = 'pg_class'::regclass AND d.refobjid = s.objid
+         WHERE s.refclassid = 'pg_class'::regclass AND s.refobjid = c.oid
+           AND s.classid = 'pg_class'::regclass AND s.deptype IN ('a', 'i')
+           AND d.classid = 'pg_attrdef'::regclass
+           AND d.objid NOT IN (SELECT oid FROM pg_attrdef WHERE adrelid = c.oid))
 )
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_am am ON am.oid = c.relam
@@ -167,7 +180,12 @@ class Relation:
     #: The table an index or an owned sequence belongs to ("" for none).
     owner: str
     counts: tuple[int, ...]
+    #: Whether a row of it in any catalog was written since the last reset...
     new: bool
+    #: ... and whether only its row of ``pg_class`` was, and what that row says but for its
+    #: files and statistics (what ``TRUNCATE`` changes).
+    class_only: bool
+    signature: str
 
 
 def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tuple[Any, ...]]:
@@ -175,13 +193,13 @@ def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tup
     constraints and comments of no relation; ``new`` where a row was written since the
     transaction ``horizon`` (the oldest one running at the last reset)."""
     rows = connection.execute(_FINGERPRINT, {"horizon": horizon}, prepare=True).fetchall()
-    names: dict[int, tuple[str, str, int, bool]] = {}
+    names: dict[int, tuple[str, str, int, bool, str]] = {}
     counts: dict[int, list[int]] = {}
     new: set[int] = set()
     loose: list[Any] = []
-    for what, oid, count, written, name, kind, owner in rows:
+    for what, oid, count, written, name, kind, owner, signature in rows:
         if what == -1:
-            names[oid] = (name, kind, owner, written)
+            names[oid] = (name, kind, owner, written, signature)
         elif what >= 10:
             loose += [what, count, written]
         else:
@@ -189,12 +207,14 @@ def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tup
             if written:
                 new.add(oid)
     relations = {}
-    for oid, (name, kind, owner, written) in names.items():
+    for oid, (name, kind, owner, written, signature) in names.items():
         relations[name] = Relation(
             kind,
             names[owner][0] if owner in names else "",
             tuple(counts.get(oid, ())),
             written or oid in new,
+            oid not in new,
+            signature,
         )
     return relations, tuple(loose)
 
@@ -223,12 +243,14 @@ def rebuildable(table: dict[str, Any]) -> bool:
 
 @dataclass
 class Plan:
-    """What an undo does: drop, rebuild, add foreign keys again, and check."""
+    """What an undo does: drop, rebuild, add foreign keys again, and check; and the tables
+    whose rows only are to be put back (their definitions are as in the template)."""
 
     drop: list[str]
     rebuild: list[str]
     foreign_keys: list[str]
     check: list[str]
+    restore: list[str]
 
 
 class Undo:
@@ -244,21 +266,44 @@ class Undo:
         #: The tables found as in the template after a rebuild.
         self.verified: set[str] = set()
 
-    def plan(self, now: dict[str, Relation], loose: tuple[Any, ...]) -> Optional[Plan]:
+    def plan(
+        self,
+        now: dict[str, Relation],
+        loose: tuple[Any, ...],
+        describe: Callable[[list[str]], dict[str, Any]],
+    ) -> Optional[Plan]:
         """What undoes the difference between ``now`` and the template; None when only a
-        copy of the template can."""
+        copy of the template can.  ``describe`` describes tables as they are now."""
         if tuple(loose[i] for i in range(len(loose)) if i % 3 != 2) != self.loose or any(
             loose[i] for i in range(2, len(loose), 3)
         ):
             return None  # a type or a domain constraint of no table
         rebuild: set[str] = set()
+        written: set[str] = set()  # rows of the catalogs changed, but none came or went
+        truncated: set[str] = set()  # only the files of the table or its parts changed
         for name, was in self.relations.items():
             relation = now.get(name)
-            if relation is None or relation.new or relation.counts != was.counts:
+            if relation is None or relation.counts != was.counts:
+                rebuild.add(was.owner or name)
+            elif relation.new:
                 table = was.owner or name
-                if table not in self.rebuildable:
-                    return None
-                rebuild.add(table)
+                if relation.class_only and relation.signature == was.signature:
+                    truncated.add(table)
+                else:
+                    written.add(table)
+        written -= rebuild
+        restore = truncated - rebuild - written
+        if written:  # an ALTER put back as it was, or a rename both ways...
+            described = describe(sorted(written))
+            same = {
+                name
+                for name in written
+                if name in self.tables and described.get(name) == self.tables[name]
+            }
+            restore |= same
+            rebuild |= written - same
+        if not rebuild <= self.rebuildable:
+            return None
         created: dict[str, list[str]] = {}
         for name, relation in now.items():
             if name in self.relations:
@@ -288,7 +333,7 @@ class Undo:
                 if table not in rebuild:
                     keys.append(f"ALTER TABLE {table} ADD CONSTRAINT {quote(key)} {definition}")
                     check.add(table)
-        return Plan(drop, sorted(rebuild), keys, sorted(check))
+        return Plan(drop, sorted(rebuild), keys, sorted(check), sorted(restore))
 
     def before_rows(self, name: str) -> list[str]:
         """The statements that make an empty table ``name`` with its columns."""
