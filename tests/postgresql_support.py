@@ -56,6 +56,27 @@ def report(worker_id):
 """
 
 
+# After REPORTER and a SNAPSHOT of queries, in an inner conftest: ``snapshot(dsn)``, and
+# ``check``, which cleans the database and compares it with what the first test saw.
+SNAPSHOT_CHECK = """
+
+def snapshot(dsn):
+    return {name: query(dsn, sql) for name, sql in SNAPSHOT.items()}
+
+
+SEEN = {}
+
+
+@pytest.fixture
+def check(postgresql_clean, postgresql_dsn):
+    now = snapshot(postgresql_dsn)
+    SEEN.setdefault("first", now)
+    for name, value in SEEN["first"].items():
+        assert now[name] == value, name
+    return psycopg.connect(postgresql_dsn, autocommit=True)
+"""
+
+
 def in_memory(prefix: str) -> Iterator[Path]:
     """A fresh folder in memory, like the plugin's own cache; removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=memory_root(tempfile.gettempdir())))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from postgresql_support import (
     REPORTER,
+    SNAPSHOT_CHECK,
     in_memory,
     kill_once_written,
     left_alive,
@@ -95,30 +96,17 @@ SNAPSHOT = {
     "audit": "SELECT * FROM audit ORDER BY id",
     "thing": "SELECT id, md5(big) FROM other.thing ORDER BY id",
 }
-
-
-def snapshot(dsn):
-    return {name: query(dsn, sql) for name, sql in SNAPSHOT.items()}
 """
+    + SNAPSHOT_CHECK
 )
 
 #: Each test starts from the prepared state, whatever the one before it did.
 CLEAN_TESTS = """
 import psycopg
 import pytest
-from conftest import query, snapshot
+from conftest import query
 
-SEEN = {}
 LEFT_OPEN = {}
-
-
-@pytest.fixture
-def check(postgresql_clean, postgresql_dsn):
-    now = snapshot(postgresql_dsn)
-    SEEN.setdefault("first", now)
-    for name, value in SEEN["first"].items():
-        assert now[name] == value, name
-    return psycopg.connect(postgresql_dsn, autocommit=True)
 
 
 def test_prepared(check, postgresql_dsn):

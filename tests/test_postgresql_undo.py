@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgresql_support import REPORTER, in_memory, needs_server, run, use_cache
+from postgresql_support import (
+    REPORTER,
+    SNAPSHOT_CHECK,
+    in_memory,
+    needs_server,
+    run,
+    use_cache,
+)
 
 pytest.importorskip("psycopg", reason="psycopg is not installed")
 pytestmark = needs_server
@@ -77,30 +84,17 @@ SNAPSHOT = {
     "parent": "SELECT * FROM parent ORDER BY id",
     "child": "SELECT * FROM child ORDER BY id",
     "item": "SELECT * FROM item ORDER BY code",
+    "grant": "SELECT has_sequence_privilege('public', 'loose_seq', 'USAGE')",
 }
-
-
-def snapshot(dsn):
-    return {name: query(dsn, sql) for name, sql in SNAPSHOT.items()}
 """
+    + SNAPSHOT_CHECK
 )
 
 #: Each test changes definitions the undo handles; the one before the last does not.
 UNDO_TESTS = """
 import psycopg
 import pytest
-from conftest import query, snapshot
-
-SEEN = {}
-
-
-@pytest.fixture
-def check(postgresql_clean, postgresql_dsn):
-    now = snapshot(postgresql_dsn)
-    SEEN.setdefault("first", now)
-    for name, value in SEEN["first"].items():
-        assert now[name] == value, name
-    return psycopg.connect(postgresql_dsn, autocommit=True)
+from conftest import SEEN
 
 
 @pytest.fixture
@@ -207,25 +201,15 @@ def test_ddl_on_tables_is_undone_without_ending_idle_connections(shop: pytest.Py
 FALLBACK_TESTS = """
 import psycopg
 import pytest
-from conftest import query, snapshot
-
-SEEN = {}
+from conftest import SEEN
 
 
-@pytest.fixture
-def check(postgresql_clean, postgresql_dsn):
-    now = snapshot(postgresql_dsn)
-    now["grant"] = query(
-        postgresql_dsn, "SELECT has_sequence_privilege('public', 'loose_seq', 'USAGE')"
-    )
-    SEEN.setdefault("first", now)
-    for name, value in SEEN["first"].items():
-        assert now[name] == value, name
+@pytest.fixture(autouse=True)
+def idle(check, postgresql_dsn):
     if SEEN.pop("copied", False):  # the copy of the template ended the idle connection
         with pytest.raises(psycopg.OperationalError):
             SEEN["idle"].execute("SELECT 1")
     SEEN["idle"] = psycopg.connect(postgresql_dsn, autocommit=True)
-    return psycopg.connect(postgresql_dsn, autocommit=True)
 
 
 @pytest.fixture

@@ -109,8 +109,6 @@ class PostgreSQLCleaner:
         connection = self._connect(database)
         connection.execute("SET synchronous_commit = on")
         connection.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
-        # The reset's queries are planned once per connection (they are prepared).
-        connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
 
     def _control_connection(self) -> Any:
@@ -129,6 +127,8 @@ class PostgreSQLCleaner:
         queries are not planned again after the DDL of the undo."""
         if self._inspect is None:
             self._inspect = self._open(self.database)
+            # Its queries are planned once (they are prepared), not at each execution.
+            self._inspect.execute("SET plan_cache_mode = force_generic_plan")
         return self._inspect
 
     def _load_relations(self, tables: Optional[set[str]] = None) -> None:
