@@ -22,11 +22,15 @@ Nothing of this is in the default database: no trigger, function, schema or exte
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from pytest_services._db.postgresql import undo
+from pytest_services._db.postgresql import catalog, undo
+from pytest_services._db.postgresql.activity import (
+    busy_and_position,
+    connections_to,
+    end_connections,
+)
 from pytest_services._db.postgresql.describe import (
     CONTROL_DATABASE,
     RELATIONS,
@@ -36,7 +40,6 @@ from pytest_services._db.postgresql.describe import (
 )
 from pytest_services._db.postgresql.wal import CATALOG_FILES, Changes, read_changes
 from pytest_services._db.state import State
-from pytest_services.exceptions import PostgreSQLError
 
 __all__ = ["PostgreSQLCleaner"]
 
@@ -48,21 +51,6 @@ VACUUM_AFTER = 10000
 VACUUM_CATALOGS_AFTER = 200
 #: Milliseconds a reset waits for a lock, or for the connections it ends, before giving up.
 LOCK_WAIT_MS = 5000
-#: The other connections to the default database that are in a transaction (or running a
-#: statement), and where the log ends.
-_BUSY = """
-SELECT array(SELECT pid FROM pg_stat_activity
-             WHERE datname = %s AND pid <> pg_backend_pid()
-               AND backend_type = 'client backend' AND state <> 'idle'),
-       pg_current_wal_insert_lsn()::text
-"""
-#: The connections to the databases named.
-_CONNECTED = """
-SELECT array(SELECT pid FROM pg_stat_activity
-             WHERE datname = ANY(%s) AND pid <> pg_backend_pid())
-"""
-_TERMINATE = "SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS ended (pid)"
-_GONE = "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = ANY(%s::int[]))"
 #: Where the log ends, and the oldest transaction running: what the next reset looks after.
 _POSITION = (
     "SELECT pg_current_wal_insert_lsn()::text, pg_snapshot_xmin(pg_current_snapshot())::text"
@@ -183,9 +171,9 @@ class PostgreSQLCleaner:
 
     def _reset(self, everything: bool = False) -> None:
         control = self._control_connection()
-        busy, position = control.execute(_BUSY, (self.database,)).fetchone()
+        busy, position = busy_and_position(control, self.database)
         if busy:  # they roll back
-            self._end_connections(control, busy)
+            end_connections(control, busy, LOCK_WAIT_MS)
         self._db_connection()
         if self._databases is None:
             self._databases = {
@@ -222,11 +210,12 @@ class PostgreSQLCleaner:
             return None
         if self._undoer is None:
             template = self._template_connection()
-            self._undoer = undo.Undo(*undo.fingerprint(template, "0"), undo.describe(template))
+            relations, loose = catalog.fingerprint(template, "0")
+            self._undoer = undo.Undo(relations, loose, catalog.describe(template))
         db, inspect = self._db, self._inspector()
         plan = self._undoer.plan(
-            *undo.fingerprint(inspect, self._horizon),
-            lambda names: undo.describe(inspect, names),
+            *catalog.fingerprint(inspect, self._horizon),
+            lambda names: catalog.describe(inspect, names),
         )
         if plan is None:
             return None
@@ -244,7 +233,7 @@ class PostgreSQLCleaner:
         rebuilt = set(plan.rebuild)
         # A table rebuilt as in the template once is rebuilt by the same statements again.
         check = [name for name in plan.check if name not in self._undoer.verified]
-        if check and not self._undoer.matches(check, undo.describe(inspect, check)):
+        if check and not self._undoer.matches(check, catalog.describe(inspect, check)):
             self._undoer.rebuildable -= rebuilt  # the copy of the template, from now on
             return None
         self._undoer.verified.update(check)
@@ -257,44 +246,18 @@ class PostgreSQLCleaner:
 
     def _rebuild(self, plan: undo.Plan) -> None:
         """Drop what ``plan`` drops, and make its tables again, with their rows and
-        sequences: in three round trips, and one more per table for its rows."""
+        sequences: in two round trips, and one more per table for its rows."""
         db, undoer = self._db, self._undoer
         assert undoer is not None
         user = db.info.parameter_status("session_authorization") or ""
-        before = ["SET LOCAL session_replication_role = replica", *plan.drop]
-        after, keys, setvals = [], [], []
-        wanted = self.state["sequences"]
-        for name in plan.rebuild:
-            before += undoer.before_rows(name)
-            after += undoer.after_rows(name, user)
-            keys += undoer.foreign_keys(name)
-            for sequence in undoer.tables[name]["sequences"] or ():
-                value, start = wanted.get(sequence[0], (None, sequence[4]))
-                called = "true" if value is not None else "false"
-                setvals.append(f"setval({literal(sequence[0])}, {int(value or start)}, {called})")
-        db.execute(";\n".join(before))
+        before, after = undoer.scripts(plan, user, self.state["sequences"])
+        db.execute(before)
         for name in plan.rebuild:
             with db.cursor().copy(f"COPY {name} FROM STDIN (FORMAT binary)") as copy:
                 copy.write(self._template_rows(name))
             self._deleted.pop(name, None)
-        after += keys + plan.foreign_keys
-        if setvals:
-            after.append(f"SELECT {', '.join(setvals)}")
         if after:
-            db.execute(";\n".join(after))
-
-    def _end_connections(self, control: Any, pids: list[int]) -> None:
-        """End the connections of ``pids``, and wait until they are gone: the server's own
-        wait (``pg_terminate_backend(pid, timeout)``) looks every 100 ms."""
-        control.execute(_TERMINATE, (pids,))
-        deadline = time.monotonic() + LOCK_WAIT_MS / 1000
-        while not control.execute(_GONE, (pids,)).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise PostgreSQLError(
-                    f"The connections {pids} to the test databases did not end within "
-                    f"{LOCK_WAIT_MS} ms of pg_terminate_backend; see the server's log."
-                )
-            time.sleep(0.0005)
+            db.execute(after)
 
     def _drop_new_databases(self, control: Any) -> None:
         assert self._databases is not None
@@ -310,9 +273,9 @@ class PostgreSQLCleaner:
                 connection.close()
                 setattr(self, name, None)
         db, template = quote(self.database), quote(self.template)
-        (connected,) = control.execute(_CONNECTED, ([self.database, self.template],)).fetchone()
+        connected = connections_to(control, [self.database, self.template])
         if connected:  # or the server waits for them in steps of 100 ms
-            self._end_connections(control, connected)
+            end_connections(control, connected, LOCK_WAIT_MS)
         control.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         control.execute(f"CREATE DATABASE {db} TEMPLATE {template} STRATEGY FILE_COPY")
         self._deleted.clear()
