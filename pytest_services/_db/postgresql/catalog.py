@@ -160,20 +160,23 @@ class Relation:
     signature: str
 
 
-def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tuple[Any, ...]]:
-    """Each relation of the user's schemas by name, and the counts of the types, domain
-    constraints and comments of no relation; ``new`` where a row was written since the
-    transaction ``horizon`` (the oldest one running at the last reset)."""
+def fingerprint(
+    connection: Any, horizon: str
+) -> tuple[dict[str, Relation], dict[int, tuple[int, bool]]]:
+    """Each relation of the user's schemas by name; and by the query's number of each, the
+    count of the types, domain constraints and comments of no relation, and whether any
+    was written.  Written: since the transaction ``horizon`` (the oldest one running at the
+    last reset)."""
     rows = connection.execute(_FINGERPRINT, {"horizon": horizon}, prepare=True).fetchall()
     names: dict[int, tuple[str, str, int, bool, str]] = {}
     counts: dict[int, list[int]] = {}
     new: set[int] = set()
-    loose: list[Any] = []
+    loose: dict[int, tuple[int, bool]] = {}
     for what, oid, count, written, name, kind, owner, signature in rows:
         if what == -1:
             names[oid] = (name, kind, owner, written, signature)
         elif what >= 10:
-            loose += [what, count, written]
+            loose[what] = (count, bool(written))
         else:
             counts.setdefault(oid, [0] * 9)[what] = count
             if written:
@@ -188,7 +191,7 @@ def fingerprint(connection: Any, horizon: str) -> tuple[dict[str, Relation], tup
             oid not in new,
             signature,
         )
-    return relations, tuple(loose)
+    return relations, loose
 
 
 def describe(connection: Any, names: Optional[Iterable[str]] = None) -> dict[str, Any]:

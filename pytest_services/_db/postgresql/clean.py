@@ -34,9 +34,10 @@ from pytest_services._db.postgresql.activity import (
 from pytest_services._db.postgresql.describe import (
     CONTROL_DATABASE,
     RELATIONS,
-    literal,
+    RELATIONS_OF,
     quote,
     sequences,
+    setval,
 )
 from pytest_services._db.postgresql.wal import CATALOG_FILES, Changes, read_changes
 from pytest_services._db.state import State
@@ -54,12 +55,6 @@ LOCK_WAIT_MS = 5000
 #: Where the log ends, and the oldest transaction running: what the next reset looks after.
 _POSITION = (
     "SELECT pg_current_wal_insert_lsn()::text, pg_snapshot_xmin(pg_current_snapshot())::text"
-)
-
-
-#: The files of some tables (``RELATIONS`` for the names given).
-_RELATIONS_OF = (
-    RELATIONS.replace("%", "%%") + "  AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)\n"
 )
 
 
@@ -123,7 +118,7 @@ class PostgreSQLCleaner:
         """Map the files of the tables and sequences to them; only those of ``tables``,
         after they were made again."""
         if tables is not None:
-            rows = self._inspector().execute(_RELATIONS_OF, (sorted(tables),), prepare=True)
+            rows = self._inspector().execute(RELATIONS_OF, (sorted(tables),), prepare=True)
             self._relations = {
                 node: relation
                 for node, relation in self._relations.items()
@@ -188,24 +183,32 @@ class PostgreSQLCleaner:
             if everything
             else read_changes(control, self._since, self._db_oid, self._relations, self._catalogs)
         )
-        if changes.databases:
-            self._drop_new_databases(control)
-        rebuilt: Optional[set[str]] = set()
-        if changes.structure:
-            rebuilt = self._undo(changes)
-            if rebuilt is None:
-                self._recreate(control)
-        if rebuilt is not None:
-            tables = (changes.tables | self._unlogged) - rebuilt
-            if tables:
-                self._restore_rows(tables)
-            if changes.sequences:
-                self._restore_sequences(self._db)
+        self._put_back(control, changes)
         self._since, self._horizon = control.execute(_POSITION).fetchone()
 
-    def _undo(self, changes: Changes) -> Optional[set[str]]:
-        """Undo DDL table by table (:mod:`~pytest_services._db.postgresql.undo`); the tables
-        rebuilt, or None when only a copy of the template can undo it."""
+    def _put_back(self, control: Any, changes: Changes) -> None:
+        """Undo ``changes``: drop new databases, undo DDL, restore rows and sequences."""
+        if changes.databases:
+            self._drop_new_databases(control)
+        rebuilt: set[str] = set()
+        if changes.structure:
+            undone = self._undo(changes)
+            if undone is None:
+                self._recreate(control)
+                return
+            rebuilt, truncated = undone
+            changes.tables |= truncated
+            changes.sequences = changes.sequences or bool(truncated)
+        tables = (changes.tables | self._unlogged) - rebuilt
+        if tables:
+            self._restore_rows(tables)
+        if changes.sequences:
+            self._restore_sequences(self._db)
+
+    def _undo(self, changes: Changes) -> Optional[tuple[set[str], set[str]]]:
+        """Undo DDL table by table (:mod:`~pytest_services._db.postgresql.undo`): the
+        tables rebuilt, and those whose rows alone are to be put back; None when only a copy
+        of the template can undo it."""
         if changes.unknown or not changes.catalogs <= undo.CATALOGS_UNDONE:
             return None
         if self._undoer is None:
@@ -219,10 +222,9 @@ class PostgreSQLCleaner:
         )
         if plan is None:
             return None
-        changes.tables.update(plan.restore)
-        changes.sequences = changes.sequences or bool(plan.restore)
+        restore = set(plan.restore)
         if not (plan.drop or plan.rebuild):
-            return set()
+            return set(), restore
         try:
             with db.transaction():
                 self._rebuild(plan)
@@ -242,7 +244,7 @@ class PostgreSQLCleaner:
         self._undos += 1
         if self._undos % VACUUM_CATALOGS_AFTER == 0:  # their dead rows would pile up
             db.execute(f"VACUUM {', '.join(sorted(undo.CATALOGS_UNDONE))}")
-        return rebuilt
+        return rebuilt, restore
 
     def _rebuild(self, plan: undo.Plan) -> None:
         """Drop what ``plan`` drops, and make its tables again, with their rows and
@@ -319,8 +321,6 @@ class PostgreSQLCleaner:
         calls = []
         for name, (last, _start) in sequences(db).items():
             if name in wanted and wanted[name][0] != last:
-                value, start = wanted[name]
-                called = "true" if value is not None else "false"
-                calls.append(f"setval({literal(name)}, {int(value or start)}, {called})")
+                calls.append(setval(name, *wanted[name]))
         if calls:
             db.execute(f"SELECT {', '.join(calls)}")

@@ -9,19 +9,21 @@ installed in the ``postgres`` database: nothing of ours is in the default databa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from pytest_services._db.state import State
 
 __all__ = [
     "CONTROL_DATABASE",
     "RELATIONS",
+    "RELATIONS_OF",
     "TEMPLATE",
     "empty_state",
     "fill_template",
     "literal",
     "quote",
     "sequences",
+    "setval",
     "snapshot",
 ]
 
@@ -47,6 +49,10 @@ WHERE c.relkind IN ('r', 'm', 'S')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 """
+#: The files of some tables (``RELATIONS`` for the names given).
+RELATIONS_OF = (
+    RELATIONS.replace("%", "%%") + "  AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)\n"
+)
 _SEQUENCES = (
     "SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_sequences"
 )
@@ -60,6 +66,13 @@ def quote(name: str) -> str:
 def literal(text: str) -> str:
     """Quote a text for SQL."""
     return "'{}'".format(text.replace("'", "''"))
+
+
+def setval(name: str, value: Optional[int], start: int) -> str:
+    """The call that sets the sequence ``name`` back to the state's ``[last_value,
+    start_value]`` (``last_value`` None: never used)."""
+    called = "true" if value is not None else "false"
+    return f"setval({literal(name)}, {int(value or start)}, {called})"
 
 
 def sequences(connection: Any) -> dict[str, list[Any]]:

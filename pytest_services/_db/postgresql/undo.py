@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pytest_services._db.postgresql.catalog import Relation, rebuildable
-from pytest_services._db.postgresql.describe import literal, quote
+from pytest_services._db.postgresql.describe import literal, quote, setval
 
 __all__ = ["CATALOGS_UNDONE", "Plan", "Undo"]
 
@@ -66,10 +66,13 @@ class Undo:
     """Plans undoing a test's DDL against a template's fingerprint and descriptions."""
 
     def __init__(
-        self, relations: dict[str, Relation], loose: tuple[Any, ...], tables: dict[str, Any]
+        self,
+        relations: dict[str, Relation],
+        loose: dict[int, tuple[int, bool]],
+        tables: dict[str, Any],
     ) -> None:
         self.relations = relations
-        self.loose = tuple(loose[i] for i in range(len(loose)) if i % 3 != 2)
+        self.loose = {what: count for what, (count, _) in loose.items()}
         self.tables = tables
         self.rebuildable = {name for name, table in tables.items() if rebuildable(table)}
         #: The tables found as in the template after a rebuild.
@@ -78,15 +81,13 @@ class Undo:
     def plan(
         self,
         now: dict[str, Relation],
-        loose: tuple[Any, ...],
+        loose: dict[int, tuple[int, bool]],
         describe: Callable[[list[str]], dict[str, Any]],
     ) -> Optional[Plan]:
         """What undoes the difference between ``now`` and the template; None when only a
         copy of the template can.  ``describe`` describes tables as they are now."""
-        if tuple(loose[i] for i in range(len(loose)) if i % 3 != 2) != self.loose or any(
-            loose[i] for i in range(2, len(loose), 3)
-        ):
-            return None  # a type or a domain constraint of no table
+        if any(new or self.loose.get(what) != count for what, (count, new) in loose.items()):
+            return None  # a type, a domain constraint or a comment of no table
         rebuild: set[str] = set()
         written: set[str] = set()  # rows of the catalogs changed, but none came or went
         truncated: set[str] = set()  # only the files of the table or its parts changed
@@ -221,8 +222,7 @@ class Undo:
             keys += self.foreign_keys(name)
             for sequence in self.tables[name]["sequences"] or ():
                 value, start = sequences.get(sequence[0], (None, sequence[4]))
-                called = "true" if value is not None else "false"
-                setvals.append(f"setval({literal(sequence[0])}, {int(value or start)}, {called})")
+                setvals.append(setval(sequence[0], value, start))
         after += keys + plan.foreign_keys
         if setvals:
             after.append(f"SELECT {', '.join(setvals)}")

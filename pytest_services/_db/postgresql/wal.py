@@ -98,10 +98,11 @@ def read_changes(
         elif database == database_oid:
             relation = relations.get(int(node))
             if relation is None:
+                # A catalog, or a relation made since the last reset, or a new file of one.
                 catalog = catalogs.get(int(node))
                 if catalog is None:
-                    strange_files = True  # a relation made since the last reset, or a
-                else:  # relation's new file; unless the catalogs say so, unknown
+                    strange_files = True
+                else:
                     changes.catalogs.add(catalog)
             elif relation[0] == "m":
                 changes.unknown = True
@@ -109,7 +110,7 @@ def read_changes(
                 changes.sequences = True
             else:
                 changes.tables.add(relation[1])
-    # Files are made and written to only by DDL, which the catalogs show.
+    # New files are made only by DDL, which the catalogs show; without it, they are unknown.
     if strange_files and not changes.catalogs:
         changes.unknown = True
     return changes
